@@ -1,0 +1,19 @@
+"""Every URL of the HTTP API: one list of resource modules, each with its `routes`."""
+
+from __future__ import annotations
+
+import importlib
+
+from aiohttp import web
+
+# Each module defines `routes = web.RouteTableDef()` and registers handlers with `endpoint()`.
+MODULES = [
+    "gateway.api.ops",
+    "gateway.api.workspaces",
+]
+
+
+def setup_routes(app: web.Application) -> None:
+    for name in MODULES:
+        module = importlib.import_module(name)
+        app.router.add_routes(module.routes)

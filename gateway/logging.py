@@ -1,0 +1,64 @@
+"""structlog set-up: JSON off a terminal, pretty on one; secrets masked before rendering."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|^key$", re.I)
+_KEY_IN_TEXT = re.compile(r"\b(sk_(?:user_)?|whsec_)[A-Za-z0-9_+/=-]{6,}")
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return _KEY_IN_TEXT.sub(lambda m: m.group(1) + "***", value)
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEYS.search(str(k)) else _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Last line of defence: mask secret-looking keys and any API key or webhook secret text."""
+    for key in list(event):
+        if _SECRET_KEYS.search(key):
+            event[key] = "***"
+        else:
+            event[key] = _mask(event[key])
+    return event
+
+
+def configure(fmt: str | None = None, level: str = "info") -> None:
+    if fmt is None:
+        fmt = "console" if sys.stderr.isatty() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer()
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

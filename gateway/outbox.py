@@ -1,0 +1,91 @@
+"""Transactional outbox: stage rows inside the caller's transaction, publish them after commit.
+
+The writer publishes right after its commit and stamps `published_at`; the scheduler relays
+rows that were never stamped (a crash between commit and publish) and rows whose
+`available_at` (a scheduled send) has come.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.bus.publisher import Publisher
+
+
+async def stage(
+    conn: asyncpg.Connection,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    *,
+    message_id: str,
+    headers: dict[str, Any] | None = None,
+    available_at: datetime | None = None,
+) -> int:
+    row_id: int = await conn.fetchval(
+        "INSERT INTO outbox (exchange, routing_key, message_id, body, headers, available_at)"
+        " VALUES ($1, $2, $3, $4, $5, COALESCE($6, now())) RETURNING id",
+        exchange,
+        routing_key,
+        message_id,
+        body,
+        headers or {},
+        available_at,
+    )
+    return row_id
+
+
+async def publish_rows(pool: asyncpg.Pool, publisher: Publisher, ids: list[int]) -> None:
+    """Publish staged rows now (with confirms) and stamp them. Skips rows not yet due."""
+    if not ids:
+        return
+    rows = await pool.fetch(
+        "SELECT id, exchange, routing_key, message_id, body, headers FROM outbox"
+        " WHERE id = ANY($1::bigint[]) AND published_at IS NULL AND available_at <= now()"
+        " ORDER BY id",
+        ids,
+    )
+    for row in rows:
+        await _publish(publisher, row)
+    if rows:
+        await pool.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in rows],
+        )
+
+
+async def _publish(publisher: Publisher, row: asyncpg.Record) -> None:
+    await publisher.publish(
+        row["exchange"],
+        row["routing_key"],
+        bytes(row["body"]),
+        message_id=row["message_id"],
+        headers=row["headers"],
+    )
+
+
+async def relay_due(
+    pool: asyncpg.Pool, publisher: Publisher, *, grace_seconds: float, limit: int = 200
+) -> int:
+    """Publish rows that are due and unpublished. Safe with several relays (SKIP LOCKED)."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT id, exchange, routing_key, message_id, body, headers FROM outbox"
+            " WHERE published_at IS NULL AND available_at <= now()"
+            "   AND (available_at > created_at"
+            "        OR created_at <= now() - make_interval(secs => $1))"
+            " ORDER BY available_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            grace_seconds,
+            limit,
+        )
+        for row in rows:
+            await _publish(publisher, row)
+        if rows:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
+        return len(rows)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
 from aiohttp import web
 
 from gateway import keys
 from gateway.api.context import CTX
 from gateway.db import workspaces as db
 from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
-
-_PRINCIPAL = web.RequestKey("principal", "Principal")
 
 
 @dataclass(frozen=True)
@@ -24,6 +23,9 @@ class Principal:
     @property
     def is_platform(self) -> bool:
         return self.kind == "platform"
+
+
+_PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def _presented_key(request: web.Request) -> str | None:
@@ -64,6 +66,7 @@ async def workspace_of(request: web.Request) -> str:
     """The workspace this request acts in: the key's own, or X-Workspace-Id for a platform key."""
     p = await principal(request)
     if p.workspace_id is not None:
+        structlog.contextvars.bind_contextvars(workspace_id=p.workspace_id)
         return p.workspace_id
     ws = request.headers.get("X-Workspace-Id", "").strip()
     if not ws:
@@ -72,6 +75,7 @@ async def workspace_of(request: web.Request) -> str:
             details=[{"field": "X-Workspace-Id", "message": "Header required"}],
         )
     await owned_workspace(request, p, ws)
+    structlog.contextvars.bind_contextvars(workspace_id=ws)
     return ws
 
 

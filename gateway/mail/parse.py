@@ -1,0 +1,297 @@
+"""Tolerant parsing of inbound mail into a flat, typed record."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage, Message
+from email.utils import getaddresses, parsedate_to_datetime
+from typing import TypeVar
+
+from gateway.mail.decode import (
+    MAX_HEADER_VALUE,
+    decode_bytes,
+    decode_header_value,
+    sanitize_filename,
+    unsurrogate,
+)
+from gateway.mail.text import html_to_text
+from gateway.mail.threading import normalize_msgid, parse_msgid_list
+
+T = TypeVar("T")
+
+MAX_DEPTH = 20  # nested multiparts/messages deeper than this are junk or an attack
+MAX_PARTS = 500
+_BOUNDARY_LINE = re.compile(rb"^--([^\s]{1,200}?)(--)?\s*$", re.MULTILINE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+class UnparseableMail(Exception):
+    """The input is not recognisably an email message (empty, or no header section)."""
+
+
+@dataclass(frozen=True)
+class ParsedAttachment:
+    """A file carried by an inbound message (inline images included)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedMail:
+    """The parts of an inbound message the gateway uses; addresses have lower-cased domains."""
+
+    message_id: str | None
+    in_reply_to: list[str]
+    references: list[str]
+    from_addr: str | None
+    from_name: str | None
+    to: list[str]
+    cc: list[str]
+    reply_to: list[str]
+    subject: str
+    date: datetime | None
+    text: str
+    html: str | None
+    attachments: list[ParsedAttachment]
+    headers: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _safe(fn: Callable[[], T], default: T) -> T:
+    # The email package still has parser crashes on adversarial input; never let them escape.
+    try:
+        return fn()
+    except Exception:
+        return default
+
+
+def _raw_headers(msg: Message) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for name, value in msg.raw_items():
+        key = str(name).strip().lower()
+        headers.setdefault(key, []).append(str(value)[:MAX_HEADER_VALUE])
+    return headers
+
+
+def _first(headers: dict[str, list[str]], name: str) -> str | None:
+    values = headers.get(name)
+    return values[0] if values else None
+
+
+def _addresses(raw_values: list[str] | None) -> list[tuple[str, str]]:
+    """(display name, address with lower-cased domain) pairs; entries without '@' are skipped."""
+    if not raw_values:
+        return []
+    empty: list[tuple[str, str]] = []
+    pairs = _safe(lambda: getaddresses([unsurrogate(v) for v in raw_values]), empty)
+    out: list[tuple[str, str]] = []
+    for name, addr in pairs:
+        addr = addr.strip()
+        if "@" not in addr:
+            continue
+        local, _, domain = addr.rpartition("@")
+        out.append((decode_header_value(name), f"{local}@{domain.lower()}"))
+    return out
+
+
+def _date(raw: str | None) -> datetime | None:
+    if not raw:
+        return None
+    try:
+        parsed = parsedate_to_datetime(_WHITESPACE.sub(" ", raw).strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # "-0000": UTC, zone unknown
+
+
+def _message_id(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    ids = parse_msgid_list(raw)
+    if ids:
+        return ids[0]
+    return _safe(lambda: normalize_msgid(raw), None)
+
+
+@dataclass
+class _Body:
+    texts: list[str] = field(default_factory=list)
+    htmls: list[str] = field(default_factory=list)
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+    parts: int = 0
+
+
+def _content_type(part: Message) -> str:
+    ctype = _safe(part.get_content_type, "")
+    if ctype:
+        return ctype
+    # Fall back to the raw header when the structured parser gave up on it.
+    for name, value in part.raw_items():
+        if str(name).lower() == "content-type":
+            guess = str(value).split(";", 1)[0].strip().lower()
+            if re.fullmatch(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+", guess):
+                return guess
+    return "text/plain"
+
+
+def _param(part: Message, name: str, header: str = "content-type") -> str | None:
+    value = _safe(lambda: part.get_param(name, header=header), None)
+    if value is None:
+        return None
+    if isinstance(value, tuple):  # RFC 2231 (charset, language, value) triple
+        return decode_bytes(str(value[2]).encode("latin-1", "replace"), value[0])
+    return str(value)
+
+
+def _payload_bytes(part: Message) -> bytes:
+    data = _safe(lambda: part.get_payload(decode=True), None)
+    if isinstance(data, bytes):
+        return data
+    empty: object = ""
+    raw = _safe(lambda: part.get_payload(), empty)
+    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def _disposition(part: Message) -> str | None:
+    return _safe(part.get_content_disposition, None)
+
+
+def _leaf(part: Message, ctype: str, body: _Body) -> None:
+    disposition = _disposition(part)
+    filename = _safe(part.get_filename, None) or _param(part, "name")
+    if ctype in {"text/plain", "text/html"} and disposition != "attachment" and not filename:
+        text = decode_bytes(_payload_bytes(part), _param(part, "charset"))
+        (body.texts if ctype == "text/plain" else body.htmls).append(text)
+        return
+    cid = _safe(lambda: part.get("content-id"), None)
+    body.attachments.append(
+        ParsedAttachment(
+            filename=sanitize_filename(filename, ctype),
+            content_type=ctype,
+            data=_payload_bytes(part),
+            content_id=_message_id(str(cid)) if cid else None,
+            inline=disposition == "inline",
+        )
+    )
+
+
+def _attached_message(part: Message, body: _Body) -> None:
+    inner = _safe(part.get_payload, None)
+    sub = inner[0] if isinstance(inner, list) and inner else None
+    data, subject = _payload_bytes(part), ""
+    if isinstance(sub, Message):
+        # compat32 writes headers back as received instead of refolding them.
+        data = _safe(lambda: sub.as_bytes(policy=policy.compat32), data)
+        subject = decode_header_value(_first(_raw_headers(sub), "subject") or "")
+    name = _safe(part.get_filename, None) or (f"{subject[:80]}.eml" if subject else "message.eml")
+    body.attachments.append(
+        ParsedAttachment(sanitize_filename(name, "message/rfc822"), "message/rfc822", data)
+    )
+
+
+def _walk(part: Message, body: _Body, depth: int) -> None:
+    body.parts += 1
+    if depth > MAX_DEPTH or body.parts > MAX_PARTS:
+        return
+    ctype = _content_type(part)
+    if ctype in {"message/rfc822", "message/global"}:
+        _attached_message(part, body)  # an attached mail's body is not ours
+        return
+    children = _safe(part.get_payload, None) if _safe(part.is_multipart, False) else None
+    if not isinstance(children, list):
+        if ctype.startswith("multipart/"):
+            ctype = "text/plain"  # broken multipart (no boundary found): keep the raw text
+        _leaf(part, ctype, body)
+        return
+    if ctype != "multipart/alternative":
+        for child in children:
+            if isinstance(child, Message):
+                _walk(child, body, depth + 1)
+        return
+    # Alternatives carry the same content: keep the first plain and the last (richest) HTML.
+    found = [_Body() for _ in children]
+    for child, sub in zip(children, found, strict=True):
+        if isinstance(child, Message):
+            _walk(child, sub, depth + 1)
+            body.parts += sub.parts
+            body.attachments.extend(sub.attachments)
+    texts = [s.texts for s in found if s.texts]
+    htmls = [s.htmls for s in found if s.htmls]
+    body.texts.extend(texts[0] if texts else [])
+    body.htmls.extend(htmls[-1] if htmls else [])
+
+
+def _recover_boundary(raw: bytes, msg: Message) -> Message:
+    """Re-parse a multipart whose boundary parameter is missing, guessing it from the body."""
+    if not _content_type(msg).startswith("multipart/") or _safe(msg.is_multipart, False):
+        return msg
+    head, sep, rest = raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in raw else raw.partition(b"\n\n")
+    found = _BOUNDARY_LINE.search(rest)
+    if not sep or not found:
+        return msg
+    boundary = found.group(1).decode("ascii", "replace").replace('"', "")
+    subtype = _content_type(msg).split("/", 1)[1]
+    header = f'Content-Type: multipart/{subtype}; boundary="{boundary}"'.encode()
+    lines = [ln for ln in head.splitlines() if not ln.lower().startswith(b"content-type:")]
+    rebuilt = b"\r\n".join([*lines, header]) + b"\r\n\r\n" + rest
+    reparsed = _safe(lambda: message_from_bytes(rebuilt, policy=policy.default), None)
+    return reparsed if reparsed is not None and _safe(reparsed.is_multipart, False) else msg
+
+
+def parse_message(raw: bytes) -> EmailMessage:
+    """Parse bytes with policy.default (the object auto-reply and bounce detection accept)."""
+    if not isinstance(raw, bytes | bytearray) or not raw.strip():
+        raise UnparseableMail("empty input")
+    try:
+        msg = message_from_bytes(bytes(raw), policy=policy.default)
+    except Exception as exc:  # the parser is meant never to raise; be sure
+        raise UnparseableMail(f"parser failed: {type(exc).__name__}") from exc
+    if not isinstance(msg, EmailMessage) or not list(msg.raw_items()):
+        raise UnparseableMail("no header section")
+    return msg
+
+
+def parse_inbound(raw: bytes) -> ParsedMail:
+    """Parse an inbound message; raises only UnparseableMail, for hopeless input."""
+    msg = parse_message(raw)
+    try:
+        return _parse(bytes(raw), msg)
+    except UnparseableMail:
+        raise
+    except Exception as exc:  # a last guard so one odd message cannot stop a poller
+        raise UnparseableMail(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _parse(raw: bytes, msg: EmailMessage) -> ParsedMail:
+    headers = _raw_headers(msg)
+    decoded = {k: [decode_header_value(v) for v in vs] for k, vs in headers.items()}
+    body = _Body()
+    _walk(_recover_boundary(raw, msg), body, 0)
+    html = "\n".join(body.htmls).replace("\r\n", "\n") if body.htmls else None
+    text = "\n\n".join(t.strip("\r\n") for t in body.texts).replace("\r\n", "\n")
+    if not text.strip() and html:
+        text = html_to_text(html)
+    sender = _addresses(headers.get("from"))
+    return ParsedMail(
+        message_id=_message_id(_first(headers, "message-id")),
+        in_reply_to=parse_msgid_list(" ".join(headers.get("in-reply-to", []))),
+        references=parse_msgid_list(" ".join(headers.get("references", []))),
+        from_addr=sender[0][1] if sender else None,
+        from_name=(sender[0][0] or None) if sender else None,
+        to=[addr for _, addr in _addresses(headers.get("to"))],
+        cc=[addr for _, addr in _addresses(headers.get("cc"))],
+        reply_to=[addr for _, addr in _addresses(headers.get("reply-to"))],
+        subject=(decoded.get("subject") or [""])[0],
+        date=_date(_first(headers, "date")),
+        text=text.strip(),
+        html=html,
+        attachments=body.attachments,
+        headers=decoded,
+    )

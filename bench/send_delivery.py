@@ -1,0 +1,189 @@
+"""Benchmark (issue 3, item 10 b): deliver tasks → delivery role → SMTP sink, vs raw aiosmtplib.
+
+    .venv/bin/python bench/send_delivery.py [--messages 2000] [--runs 3] [--connections 8]
+
+Stages N messages with their deliver tasks (as the router would), publishes the tasks, and
+times the real delivery role until every message is `sent`. Beside it, raw aiosmtplib sends of
+a message of the same size to the same sink over the same number of connections. The sink is
+a minimal aiosmtpd handler in its own process on 127.0.0.1. Prints the medians and the ratio.
+Needs PostgreSQL and RabbitMQ on loopback (the test services); uses a throwaway database and
+AMQP prefix, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aio_pika
+import aiosmtplib
+import orjson
+
+from consumers import delivery
+from consumers.runner import close_context, open_context
+from gateway import outbox
+from gateway.bus.topology import DELIVER_KEY, DELIVERY, Topology
+from gateway.config import Settings
+from gateway.ids import new_id
+from gateway.mail.build import OutgoingMessage, build_message, serialize
+from gateway.mail.threading import new_message_id
+from tests.support import factories
+from tests.support.services import (
+    AMQP_URL,
+    create_test_database,
+    drop_test_database,
+    dsn_for,
+    ensure_template,
+)
+
+SINK = """
+import asyncio, sys
+from aiosmtpd.controller import Controller
+class H:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 2.0.0 OK"
+c = Controller(H(), hostname="127.0.0.1", port=0 or int(sys.argv[1]))
+c.start()
+print("ready", flush=True)
+sys.stdin.read()
+c.stop()
+"""
+TEXT = "Hi there,\n\nThis is a short benchmark message of ordinary size.\n\nBest,\nAlice\n" * 3
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def raw_run(port: int, n: int, conns: int, data: bytes) -> float:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await client.connect()
+        while not queue.empty():
+            queue.get_nowait()
+            await client.sendmail("alice@example.test", ["bob@example.test"], data)
+        await client.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return n / (time.perf_counter() - started)
+
+
+async def stage(pool: object, w: dict[str, str], n: int) -> list[int]:
+    import asyncpg
+
+    assert isinstance(pool, asyncpg.Pool)
+    ids = []
+    async with pool.acquire() as conn, conn.transaction():
+        rows = []
+        for _ in range(n):
+            conv, msg = new_id("conv"), new_id("msg")
+            rows.append((conv, msg, new_message_id("example.test")))
+        await conn.executemany(
+            "INSERT INTO conversations (id, workspace_id, identity_id, mailbox_id, lead_id, lead_email,"
+            " subject) VALUES ($1, $2, $3, $4, $5, 'bob@example.test', 'Benchmark')",
+            [(c, w["ws"], w["idn"], w["mbx"], new_id("lead")) for c, _, _ in rows],
+        )
+        await conn.executemany(
+            "INSERT INTO messages (id, conversation_id, workspace_id, mailbox_id, type, direction,"
+            " rfc_message_id, from_email, from_name, to_emails, subject, text_body, status)"
+            " VALUES ($1, $2, $3, $4, 'sent', 'outbound', $5, 'alice@example.test', 'Alice',"
+            " '{bob@example.test}', 'Benchmark', $6, 'queued')",
+            [(m, c, w["ws"], w["mbx"], r, TEXT) for c, m, r in rows],
+        )
+        for _, m, _ in rows:
+            ids.append(await outbox.stage(conn, DELIVERY, DELIVER_KEY, orjson.dumps({"messageId": m}),
+                                          message_id=f"deliver:{m}"))
+    return ids
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--connections", type=int, default=8)
+    args = ap.parse_args()
+    n, conns = args.messages, args.connections
+
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE,  # noqa: ASYNC220
+                            stdout=subprocess.PIPE, text=True)
+    assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    db = await create_test_database(await ensure_template())
+    tmp = tempfile.TemporaryDirectory()
+    settings = Settings(
+        database_url=dsn_for(db), amqp_url=AMQP_URL, amqp_prefix=f"bench{secrets.token_hex(3)}.",
+        data_dir=Path(tmp.name), secret_key="bench-secret",  # type: ignore[arg-type]
+        smtp_connections_per_mailbox=conns, log_level="warning", log_format="json",
+    )
+    from gateway.logging import configure
+
+    configure("json", "warning")
+    ctx = await open_context(settings, "bench")
+    try:
+        t = await factories.tenant(ctx.pool)
+        mbx = await factories.mailbox(ctx.pool, ctx.vault, t.workspace_id, "alice@example.test",
+                                      smtp_port=port, username=None, password="x", imap_port=None)
+        await ctx.pool.execute("UPDATE mailboxes SET smtp_password_enc = NULL, smtp = smtp - 'username'"
+                               " WHERE id = $1", mbx)
+        idn = await factories.identity(ctx.pool, t.workspace_id, "bench@example.com", [mbx])
+        w = {"ws": t.workspace_id, "mbx": mbx, "idn": idn}
+        data = serialize(build_message(OutgoingMessage(
+            from_email="alice@example.test", from_name="Alice", to=["bob@example.test"],
+            subject="Benchmark", message_id=new_message_id("example.test"), text=TEXT)))
+
+        raw_rates, pipe_rates = [], []
+        for run in range(args.runs):
+            raw_rates.append(await raw_run(port, n, conns, data))
+            ids = await stage(ctx.pool, w, n)
+            await outbox.publish_rows(ctx.pool, ctx.publisher, ids)  # tasks wait in the queue
+            stop = asyncio.Event()
+            started = time.perf_counter()
+            task = asyncio.create_task(delivery.run(ctx, stop))
+            for _ in range(int(600 / 0.05)):
+                sent = await ctx.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'sent'")
+                if sent >= n * (run + 1):
+                    break
+                await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            stop.set()
+            await task
+            pipe_rates.append(n / elapsed)
+            print(f"run {run + 1}: raw {raw_rates[-1]:.0f} msg/s, delivery {pipe_rates[-1]:.0f} msg/s",
+                  flush=True)
+        raw, pipe = statistics.median(raw_rates), statistics.median(pipe_rates)
+        print(f"raw aiosmtplib ({conns} connections): median {raw:.0f} msg/s")
+        print(f"delivery role end-to-end ({conns} connections): median {pipe:.0f} msg/s")
+        print(f"ratio delivery/raw: {pipe / raw:.1%}")
+    finally:
+        conn = await aio_pika.connect(AMQP_URL)
+        channel = await conn.channel()
+        await Topology(settings).delete(channel)
+        await conn.close()
+        await close_context(ctx)
+        await drop_test_database(db)
+        tmp.cleanup()
+        assert sink.stdin is not None
+        sink.stdin.close()
+        sink.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Delivery: deliver tasks → MIME → SMTP (pooled per mailbox) → outcome, events and retries."""

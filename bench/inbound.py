@@ -1,0 +1,126 @@
+"""Inbound benchmark: messages/s ingested (fetch, parse, thread, persist, publish) from Dovecot,
+next to raw aioimaplib `UID FETCH … BODY.PEEK[]` of the same messages in the same run.
+
+    .venv/bin/python -m bench.inbound [-n 500] [--runs 3]
+
+Loopback only: the mail lab (127.0.0.1:1143), PostgreSQL and RabbitMQ as in the tests. Each
+run ingests into a fresh mailbox row of a throw-away database, so nothing is de-duplicated away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from consumers.runner import close_context, open_context
+from gateway.bus.topology import Topology
+from gateway.config import Settings
+from gateway.inbound.ingest import Ingestor, MailboxRef
+from gateway.inbound.session import ImapSession
+from gateway.inbound.watcher import BATCH
+from gateway.storage import DirectoryStorage
+from tests.integration.inbound.conftest import make_lab, make_mail
+from tests.support.mailserver import ensure_lab, imap_login
+from tests.support.services import (
+    AMQP_URL,
+    create_test_database,
+    drop_test_database,
+    dsn_for,
+    ensure_template,
+)
+
+USER = "gateway@example.test"
+
+
+async def raw_fetch(folder: str) -> tuple[int, float]:
+    session = await ImapSession.open("127.0.0.1", 1143, "none", USER, "secret")
+    try:
+        await session.select(folder)
+        started = time.perf_counter()
+        uids = await session.uids_above(0)
+        count = 0
+        for i in range(0, len(uids), BATCH):
+            count += len(await session.fetch(uids[i:i + BATCH]))
+        return count, time.perf_counter() - started
+    finally:
+        await session.close()
+
+
+async def ingest(ingestor: Ingestor, mailbox: MailboxRef, folder: str) -> tuple[int, float]:
+    session = await ImapSession.open("127.0.0.1", 1143, "none", USER, "secret")
+    try:
+        state = await session.select(folder)
+        started = time.perf_counter()
+        uids = await session.uids_above(0)
+        count = 0
+        for i in range(0, len(uids), BATCH):
+            chunk = uids[i:i + BATCH]
+            items = await session.fetch(chunk)
+            result = await ingestor.ingest(mailbox, folder, state.uidvalidity, items, chunk[-1])
+            count += result.outcomes.get("reply", 0)
+        return count, time.perf_counter() - started
+    finally:
+        await session.close()
+
+
+async def main(n: int, runs: int) -> int:
+    ensure_lab()
+    db_name = await create_test_database(await ensure_template())
+    folder = f"Bench{secrets.token_hex(4)}"
+    tmp = Path(tempfile.mkdtemp(prefix="mailgw-bench-"))
+    settings = Settings(database_url=dsn_for(db_name), amqp_url=AMQP_URL,
+                        amqp_prefix=f"bench{secrets.token_hex(3)}.", data_dir=tmp,
+                        secret_key="bench-secret-key", log_format="json", log_level="warning")  # type: ignore[arg-type]
+    ctx = await open_context(settings, "bench-inbound")
+    client = await imap_login(USER)
+    try:
+        await client.create(folder)
+        lab = await make_lab(ctx.pool, ctx.vault)
+        for i in range(n):  # ~3 KB replies threaded by In-Reply-To
+            raw = make_mail(sender=lab.lead, to=USER, in_reply_to=lab.sent_rfc_id,
+                            body=f"Reply {i}.\n\n" + "Quoted history line.\n" * 120)
+            await client.append(raw, mailbox=folder)
+        raw_rates, ingest_rates = [], []
+        for run in range(runs):
+            count, secs = await raw_fetch(folder)
+            raw_rates.append(count / secs)
+            lab_run = await make_lab(ctx.pool, ctx.vault)
+            # The same conversation's Message-ID in this run's workspace: replies thread onto it.
+            await ctx.pool.execute("UPDATE messages SET rfc_message_id = $1 WHERE id = $2",
+                                   lab.sent_rfc_id, lab_run.sent_message_id)
+            ingestor = Ingestor(ctx.pool, DirectoryStorage(settings.attachments_path), settings.public_url,
+                                ctx.publisher)
+            ref = MailboxRef(lab_run.mailbox_id, lab_run.workspace_id, USER)
+            got, secs = await ingest(ingestor, ref, folder)
+            if got != n:
+                print(f"run {run}: ingested {got} of {n}", file=sys.stderr)
+                return 1
+            ingest_rates.append(got / secs)
+            print(f"run {run + 1}: raw {raw_rates[-1]:.0f} msg/s, ingest {ingest_rates[-1]:.0f} msg/s")
+        raw_m, ing_m = statistics.median(raw_rates), statistics.median(ingest_rates)
+        print(f"messages: {n}, runs: {runs}")
+        print(f"raw aioimaplib UID FETCH BODY.PEEK[] (median): {raw_m:.0f} msg/s")
+        print(f"ingest fetch+parse+thread+persist+publish (median): {ing_m:.0f} msg/s")
+        print(f"ratio: {ing_m / raw_m:.1%} (target >= 20%)")
+        return 0
+    finally:
+        await client.delete(folder)
+        await client.logout()
+        channel = await ctx.amqp.channel()
+        await Topology(settings).delete(channel)
+        await close_context(ctx)
+        await drop_test_database(db_name)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-n", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(min(args.n, 5000), min(args.runs, 10))))

@@ -1,0 +1,1 @@
+"""Inbound mail: IMAP watching, leases, and ingestion (parse → thread → persist → events)."""

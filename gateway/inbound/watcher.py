@@ -1,0 +1,151 @@
+"""Watch one mailbox folder: catch up from the cursor in batches, then IDLE (or poll), forever.
+
+A watcher is one task with its own IMAP connection, so a slow or broken mailbox stalls only
+itself. Connection and login failures feed the mailbox's health and are retried with a
+bounded exponential backoff; a lost lease ends the watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import cast
+
+import asyncpg
+
+from gateway import outbox
+from gateway.bus.publisher import Publisher
+from gateway.config import Settings
+from gateway.crypto import Vault
+from gateway.db import inbound as db
+from gateway.db import mailbox_health
+from gateway.inbound.ingest import Ingestor, LeaseLost, MailboxRef
+from gateway.inbound.session import ImapError, ImapSession, LoginFailed
+from gateway.logging import get_logger
+
+log = get_logger(__name__)
+
+BATCH = 100  # messages per fetch and per transaction
+
+
+@dataclass
+class Backoff:
+    """Bounded exponential backoff with jitter: 1 s, 2 s, 4 s … up to `ceiling`."""
+
+    base: float = 1.0
+    ceiling: float = 60.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay: float = min(self.ceiling, self.base * 2.0 ** min(self.attempt, 30))
+        self.attempt += 1
+        return delay * random.uniform(0.8, 1.0)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class MailboxGone(Exception):
+    """The mailbox was paused, deleted or lost its IMAP settings."""
+
+
+@dataclass
+class Watcher:
+    settings: Settings
+    pool: asyncpg.Pool
+    vault: Vault
+    publisher: Publisher | None
+    ingestor: Ingestor
+    mailbox_id: str
+    folder: str
+
+    async def run(self) -> None:
+        backoff = Backoff(ceiling=min(60.0, max(1.0, self.settings.poll_interval)))
+        while True:
+            try:
+                await self._session_loop(backoff)
+            except (LeaseLost, MailboxGone) as exc:
+                log.info("watcher_stopped", mailbox=self.mailbox_id, folder=self.folder, reason=repr(exc))
+                return
+            except LoginFailed as exc:
+                log.warning("imap_login_failed", mailbox=self.mailbox_id, error=str(exc))
+                await self._health(str(exc))
+            except (ImapError, OSError, TimeoutError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
+                log.warning("watcher_error", mailbox=self.mailbox_id, folder=self.folder, error=repr(exc))
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _health(self, error: str | None) -> None:
+        async with self.pool.acquire() as acquired, acquired.transaction():
+            conn = cast(asyncpg.Connection, acquired)
+            if error is None:
+                oid = await mailbox_health.record_success(conn, self.mailbox_id)
+            else:
+                oid = await mailbox_health.record_failure(
+                    conn, self.mailbox_id, error, self.settings.mailbox_unhealthy_after
+                )
+        if oid is not None and self.publisher is not None:
+            await outbox.publish_rows(self.pool, self.publisher, [oid])
+
+    async def _session_loop(self, backoff: Backoff) -> None:
+        row = await db.mailbox_for_watch(self.pool, self.mailbox_id)
+        if row is None or not row["imap"]:
+            raise MailboxGone(self.mailbox_id)
+        imap = row["imap"]
+        password = self.vault.decrypt(row["imap_password_enc"]) if row["imap_password_enc"] else ""
+        session = await ImapSession.open(
+            str(imap["host"]), int(imap["port"]), str(imap.get("security", "tls")),
+            str(imap.get("username") or row["email"]), password,
+        )
+        await self._health(None)
+        mailbox = MailboxRef(row["id"], row["workspace_id"], row["email"])
+        try:
+            state = await session.select(self.folder)
+            cursor = await db.get_cursor(self.pool, mailbox.id, self.folder)
+            last = 0
+            if cursor is not None and cursor.uidvalidity == state.uidvalidity:
+                last = cursor.last_uid
+            else:
+                if cursor is not None:
+                    log.warning("imap_uidvalidity_changed", mailbox=mailbox.id, folder=self.folder,
+                                old=cursor.uidvalidity, new=state.uidvalidity)
+                await db.set_cursor(self.pool, mailbox.id, self.folder, state.uidvalidity, 0)
+            while True:
+                last = await self._catch_up(session, mailbox, state.uidvalidity, last)
+                backoff.reset()
+                if session.supports_idle:
+                    # aioimaplib drops EXISTS notices that arrive during other commands, so a
+                    # message landing between the last search and IDLE would wait for the next
+                    # push: cap each IDLE at the poll interval as a safety net (still < 29 min).
+                    await session.idle(min(self.settings.imap_idle_seconds, self.settings.poll_interval))
+                else:
+                    await asyncio.sleep(self.settings.poll_interval)
+                    await session.noop()
+        finally:
+            await session.close()
+
+    async def _catch_up(self, session: ImapSession, mailbox: MailboxRef, uidvalidity: int, last: int) -> int:
+        """Ingest everything above `last`, searching again until a search finds nothing new."""
+        for _ in range(1000):  # bounded: a mailbox filling faster than we ingest yields now and then
+            uids = await session.uids_above(last)
+            if not uids:
+                break
+            last = await self._ingest_uids(session, mailbox, uidvalidity, uids)
+        return last
+
+    async def _ingest_uids(
+        self, session: ImapSession, mailbox: MailboxRef, uidvalidity: int, uids: list[int]
+    ) -> int:
+        last = 0
+        for start in range(0, len(uids), BATCH):
+            chunk = uids[start:start + BATCH]
+            items = await session.fetch(chunk)
+            if len(items) != len(chunk):  # expunged meanwhile: UIDs are never reused
+                log.warning("imap_uids_missing", mailbox=mailbox.id, folder=self.folder,
+                            missing=sorted(set(chunk) - {i.uid for i in items})[:20])
+            result = await self.ingestor.ingest(mailbox, self.folder, uidvalidity, items, chunk[-1])
+            last = result.last_uid
+            log.info("inbound_batch", mailbox=mailbox.id, folder=self.folder, last_uid=last,
+                     **result.outcomes)
+        return last

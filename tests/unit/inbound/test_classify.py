@@ -1,0 +1,75 @@
+"""The pure part of ingestion never raises, whatever the bytes."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.inbound.classify import classify, synthetic_message_id
+
+CORPUS: list[bytes] = [
+    b"",
+    b"\r\n\r\n",
+    b"no headers at all, just text",
+    b"\x00\x01\x02\xff\xfe",
+    b"From: a@b.example\r\nSubject: =?utf-8?B?!!!broken?=\r\n\r\nbody",
+    b"From: a@b.example\r\nContent-Type: text/plain; charset=x-unknown-charset\r\n\r\n\xe9t\xe9",
+    b"From: a@b.example\r\nContent-Type: multipart/mixed\r\n\r\n--zz\r\n\r\nno boundary param\r\n--zz--",
+    b"From: a@b.example\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: "
+    b"multipart/mixed; boundary=x\r\n\r\n--x\r\n",
+    b"From: a@b.example\r\nX-Huge: " + b"A" * 200_000 + b"\r\n\r\nbody",
+    b"From: a@b.example\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64###",
+    b"From: <>\r\nTo: ,,,\r\nMessage-ID: <<<>>>\r\nIn-Reply-To: <\r\n\r\nx",
+    b"From: MAILER-DAEMON@x.example\r\nContent-Type: multipart/report; report-type=delivery-status;"
+    b" boundary=b\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nStatus: garbage\r\n--b--",
+    b"Subject: \xff\xfe\r\nFrom: \xe9@\xe9.example\r\n\r\n\xff",
+]
+
+
+def test_corpus_never_raises() -> None:
+    for raw in CORPUS:
+        c = classify(raw)
+        assert c.kind in {"mail", "bounce", "unparseable"}
+        assert c.rfc_message_id.startswith("<") and c.rfc_message_id.endswith(">")
+
+
+def test_empty_and_headerless_are_unparseable() -> None:
+    assert classify(b"").kind == "unparseable"
+    assert classify(b"\x00\x01\x02\xff\xfe").kind == "unparseable"
+
+
+def test_synthetic_id_is_stable() -> None:
+    raw = b"Subject: x\r\n\r\nbody"
+    assert classify(raw).rfc_message_id == synthetic_message_id(raw) == synthetic_message_id(bytes(raw))
+    assert synthetic_message_id(raw) != synthetic_message_id(raw + b"!")
+
+
+def test_reply_and_auto_reply() -> None:
+    raw = (b"From: Bob <bob@Example.TEST>\r\nTo: g@example.test\r\nSubject: Automatic reply: hi\r\n"
+           b"Message-ID: <m1@x>\r\nIn-Reply-To: <orig@x>\r\n\r\n"
+           b"I am away.\r\n\r\nOn Mon, A wrote:\r\n> hi\r\n")
+    c = classify(raw)
+    assert c.kind == "mail" and c.is_auto_reply and c.rfc_message_id == "<m1@x>"
+    assert c.parsed is not None and c.parsed.from_addr == "bob@example.test"
+    assert c.reply_text == "I am away."
+
+
+_header = st.tuples(
+    st.sampled_from(["From", "To", "Subject", "Message-ID", "In-Reply-To", "References", "Content-Type",
+                     "Content-Transfer-Encoding", "Auto-Submitted", "X-Other"]),
+    st.binary(max_size=80).filter(lambda b: b"\n" not in b and b"\r" not in b),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(headers=st.lists(_header, max_size=8), body=st.binary(max_size=400))
+def test_generated_messages_never_raise(headers: list[tuple[str, bytes]], body: bytes) -> None:
+    raw = b"".join(name.encode() + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + body
+    c = classify(raw)
+    assert c.kind in {"mail", "bounce", "unparseable"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=600))
+def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
+    assert classify(raw).kind in {"mail", "bounce", "unparseable"}

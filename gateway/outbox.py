@@ -39,22 +39,27 @@ async def stage(
 
 
 async def publish_rows(pool: asyncpg.Pool, publisher: Publisher, ids: list[int]) -> None:
-    """Publish staged rows now (with confirms) and stamp them. Skips rows not yet due."""
+    """Publish staged rows now (with confirms) and stamp them. Skips rows not yet due.
+
+    Rows are locked while they are published, so a relay running at the same moment skips
+    them instead of publishing them a second time.
+    """
     if not ids:
         return
-    rows = await pool.fetch(
-        "SELECT id, exchange, routing_key, message_id, body, headers FROM outbox"
-        " WHERE id = ANY($1::bigint[]) AND published_at IS NULL AND available_at <= now()"
-        " ORDER BY id",
-        ids,
-    )
-    for row in rows:
-        await _publish(publisher, row)
-    if rows:
-        await pool.execute(
-            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-            [r["id"] for r in rows],
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT id, exchange, routing_key, message_id, body, headers FROM outbox"
+            " WHERE id = ANY($1::bigint[]) AND published_at IS NULL AND available_at <= now()"
+            " ORDER BY id FOR UPDATE SKIP LOCKED",
+            ids,
         )
+        for row in rows:
+            await _publish(publisher, row)
+        if rows:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+            )
 
 
 async def _publish(publisher: Publisher, row: asyncpg.Record) -> None:

@@ -310,3 +310,230 @@ async def suppress_hard_bounce(conn: asyncpg.Connection, workspace_id: str, emai
         " ON CONFLICT DO NOTHING",
         workspace_id, email,
     )
+
+
+# --- batched ingestion (one round trip per step for a whole fetched batch) ------------------
+
+
+async def batch_context(
+    conn: asyncpg.Connection, mailbox_id: str, rfc_message_ids: list[str]
+) -> tuple[str | None, set[str]]:
+    """The mailbox's address (for event data) and which of these Message-IDs were handled before."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT email FROM mailboxes WHERE id = $1) AS email,"
+        " ARRAY(SELECT rfc_message_id FROM inbound_seen"
+        "       WHERE mailbox_id = $1 AND rfc_message_id = ANY($2::text[])) AS seen",
+        mailbox_id, rfc_message_ids,
+    )
+    assert row is not None  # a SELECT without FROM always has its one row
+    return row["email"], set(row["seen"] or ())
+
+
+async def own_outbound_ids(
+    conn: asyncpg.Connection, workspace_id: str, rfc_message_ids: list[str]
+) -> set[str]:
+    """Those of these Message-IDs that name mail the gateway sent (`is_own_outbound` for many)."""
+    if not rfc_message_ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT DISTINCT rfc_message_id FROM messages WHERE workspace_id = $1"
+        " AND rfc_message_id = ANY($2::text[]) AND direction = 'outbound'",
+        workspace_id, rfc_message_ids,
+    )
+    return {r["rfc_message_id"] for r in rows}
+
+
+async def thread_candidates_by_ids(
+    conn: asyncpg.Connection, workspace_id: str, mailbox_id: str, ids: list[str]
+) -> dict[str, asyncpg.Record]:
+    """Per Message-ID, the message `thread_by_ids` would prefer for it (this mailbox's
+    conversations first, then the newest), with its conversation, metadata and identity handle.
+    The caller picks among a message's references (earliest in its list wins)."""
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (m.rfc_message_id) m.rfc_message_id, c.id, c.lead_email, c.mailbox_id,"
+        "  c.metadata AS conv_metadata, m.metadata, i.handle"
+        " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+        " LEFT JOIN identities i ON i.id = c.identity_id"
+        " WHERE m.workspace_id = $1 AND m.rfc_message_id = ANY($3::text[])"
+        " ORDER BY m.rfc_message_id, (c.mailbox_id = $2) IS TRUE DESC, m.created_at DESC",
+        workspace_id, mailbox_id, ids,
+    )
+    return {r["rfc_message_id"]: r for r in rows}
+
+
+async def thread_candidates_by_lead(
+    conn: asyncpg.Connection, workspace_id: str, mailbox_id: str, senders: list[str]
+) -> list[asyncpg.Record]:
+    """Every conversation `thread_by_lead` could choose for these senders (`lead_key` is the
+    lower-cased lead address); the caller orders them as `thread_by_lead` does."""
+    if not senders:
+        return []
+    return await conn.fetch(
+        "SELECT c.id, c.lead_email, c.mailbox_id, c.metadata AS conv_metadata, c.metadata,"
+        "  c.last_activity_at, i.handle, lower(c.lead_email) AS lead_key"
+        " FROM conversations c JOIN identity_mailboxes im ON im.identity_id = c.identity_id"
+        " LEFT JOIN identities i ON i.id = c.identity_id"
+        " WHERE c.workspace_id = $1 AND im.mailbox_id = $2 AND lower(c.lead_email) = ANY($3::text[])",
+        workspace_id, mailbox_id, sorted({s.lower() for s in senders}),
+    )
+
+
+async def claim_many(
+    conn: asyncpg.Connection, mailbox_id: str, claims: list[tuple[str, str, str | None]]
+) -> set[str]:
+    """`claim` for many (rfc_message_id, outcome, message_id); returns the Message-IDs claimed now."""
+    if not claims:
+        return set()
+    rows = await conn.fetch(
+        "INSERT INTO inbound_seen (mailbox_id, rfc_message_id, outcome, message_id)"
+        " SELECT $1, u.rfc, u.outcome, u.msg"
+        " FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(rfc, outcome, msg, ord)"
+        " ORDER BY u.ord ON CONFLICT DO NOTHING RETURNING rfc_message_id",
+        mailbox_id, [c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims],
+    )
+    return {r["rfc_message_id"] for r in rows}
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    uid: int
+    rfc_message_id: str
+    reason: str
+    raw: bytes
+    detail: str | None
+
+
+async def quarantine_many(
+    conn: asyncpg.Connection, *, mailbox_id: str, folder: str, uidvalidity: int, rows: list[QuarantineRow]
+) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO inbound_quarantine (id, mailbox_id, folder, uidvalidity, uid, rfc_message_id,"
+        " reason, raw, detail)"
+        " SELECT u.id, $1, $2, $3, u.uid, u.rfc, u.reason, u.raw, u.detail"
+        " FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::text[])"
+        "  WITH ORDINALITY AS u(id, uid, rfc, reason, raw, detail, ord) ORDER BY u.ord",
+        mailbox_id, folder, uidvalidity,
+        [new_id("inq") for _ in rows], [r.uid for r in rows], [r.rfc_message_id for r in rows],
+        [r.reason for r in rows], [bytes(r.raw) for r in rows],
+        [r.detail[:1000] if r.detail else None for r in rows],
+    )
+
+
+# Columns of an inbound reply, with the types jsonb_to_recordset reads them as.
+REPLY_COLUMNS: dict[str, str] = {
+    "id": "text", "conversation_id": "text", "workspace_id": "text", "mailbox_id": "text",
+    "type": "text", "direction": "text", "rfc_message_id": "text", "in_reply_to": "text",
+    "references": "text[]", "from_email": "text", "from_name": "text", "to_emails": "text[]",
+    "cc_emails": "text[]", "subject": "text", "text_body": "text", "html_body": "text",
+    "reply_text": "text", "metadata": "jsonb", "is_from_lead": "boolean", "is_auto_reply": "boolean",
+    "read": "boolean", "received_at": "timestamptz",
+}
+_REPLY_NAMES = ", ".join(f'"{c}"' for c in REPLY_COLUMNS)
+_REPLY_TYPES = ", ".join(f'"{c}" {t}' for c, t in REPLY_COLUMNS.items())
+
+
+async def insert_replies(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """`insert_reply` for many rows (keys: REPLY_COLUMNS) in one statement; returns the ids
+    inserted (a row whose (mailbox, Message-ID) is already there is skipped)."""
+    if not rows:
+        return set()
+    got = await conn.fetch(
+        f"INSERT INTO messages ({_REPLY_NAMES})"
+        f" SELECT {_REPLY_NAMES} FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS ({_REPLY_TYPES}))"
+        f" WITH ORDINALITY AS r({_REPLY_NAMES}, ord) ORDER BY ord"
+        " ON CONFLICT (mailbox_id, rfc_message_id) WHERE direction = 'inbound' DO NOTHING RETURNING id",
+        rows,
+    )
+    return {r["id"] for r in got}
+
+
+async def touch_conversations(
+    conn: asyncpg.Connection, updates: dict[str, tuple[int, datetime]]
+) -> None:
+    """`touch_conversation` for many: conversation id → (unread increment, latest activity)."""
+    if not updates:
+        return
+    ids = list(updates)
+    await conn.execute(
+        "UPDATE conversations c SET unread_count = c.unread_count + u.inc,"
+        " last_activity_at = GREATEST(c.last_activity_at, u.at), updated_at = now()"
+        " FROM unnest($1::text[], $2::int[], $3::timestamptz[]) AS u(id, inc, at) WHERE c.id = u.id",
+        ids, [updates[i][0] for i in ids], [updates[i][1] for i in ids],
+    )
+
+
+async def attachment_counts(conn: asyncpg.Connection, conversation_ids: list[str]) -> dict[str, int]:
+    if not conversation_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT conversation_id, count(*) AS n FROM attachments WHERE conversation_id = ANY($1::text[])"
+        " GROUP BY conversation_id",
+        conversation_ids,
+    )
+    return {r["conversation_id"]: int(r["n"]) for r in rows}
+
+
+@dataclass(frozen=True)
+class AttachmentRow:
+    key: str
+    filename: str
+    content_type: str
+    size: int
+    message_id: str
+    conversation_id: str
+    position: int
+
+
+async def insert_attachments(conn: asyncpg.Connection, workspace_id: str, rows: list[AttachmentRow]) -> None:
+    if not rows:
+        return
+    # clock_timestamp() per row, in list order: rows keep their insertion order by created_at.
+    await conn.execute(
+        "INSERT INTO attachments (id, workspace_id, key, filename, content_type, size, message_id,"
+        " conversation_id, position, created_at)"
+        " SELECT u.id, $1, u.key, u.filename, u.ctype, u.size, u.msg, u.conv, u.pos, clock_timestamp()"
+        " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],"
+        "  $8::text[], $9::int[]) WITH ORDINALITY AS u(id, key, filename, ctype, size, msg, conv, pos, ord)"
+        " ORDER BY u.ord",
+        workspace_id, [new_id("att") for _ in rows], [r.key for r in rows], [r.filename for r in rows],
+        [r.content_type for r in rows], [r.size for r in rows], [r.message_id for r in rows],
+        [r.conversation_id for r in rows], [r.position for r in rows],
+    )
+
+
+async def stage_events(
+    conn: asyncpg.Connection,
+    exchange: str,
+    workspace_id: str,
+    events: list[dict[str, Any]],
+    bodies: list[bytes],
+) -> list[int]:
+    """`events.stage` for many already-built events (with their serialized bodies): the event
+    rows and their outbox rows in one statement; returns the outbox ids in the events' order."""
+    if not events:
+        return []
+    rows = await conn.fetch(
+        "WITH ev AS (INSERT INTO events (id, workspace_id, type, data)"
+        "  SELECT u.id, $2, u.type, u.data"
+        "  FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS u(id, type, data))"
+        " INSERT INTO outbox (exchange, routing_key, message_id, body, headers, available_at)"
+        " SELECT $1, u.type, u.id, u.body, '{}'::jsonb, now()"
+        " FROM unnest($3::text[], $4::text[], $6::bytea[]) WITH ORDINALITY AS u(id, type, body, ord)"
+        " ORDER BY u.ord RETURNING id, message_id",
+        exchange, workspace_id, [e["id"] for e in events], [e["type"] for e in events],
+        [e["data"] for e in events], bodies,
+    )
+    by_event = {r["message_id"]: int(r["id"]) for r in rows}
+    return [by_event[e["id"]] for e in events]
+
+
+async def mark_published(conn: asyncpg.Connection | asyncpg.Pool, outbox_ids: list[int]) -> None:
+    if outbox_ids:
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL",
+            outbox_ids,
+        )

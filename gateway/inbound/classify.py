@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from email import message_from_bytes, policy
+from email.headerregistry import BaseHeader, HeaderRegistry
+from email.message import EmailMessage
 from typing import Literal
 
 from gateway.mail.autoreply import is_auto_reply
 from gateway.mail.bounce import Bounce, parse_bounce
-from gateway.mail.parse import ParsedMail, UnparseableMail, parse_inbound, parse_message
+from gateway.mail.parse import ParsedMail, UnparseableMail, parse_inbound
 from gateway.mail.quotes import strip_quoted
 from gateway.timefmt import now
 
@@ -41,6 +44,54 @@ def synthetic_message_id(raw: bytes) -> str:
     return f"<sha256-{hashlib.sha256(raw).hexdigest()[:40]}@mailgw.invalid>"
 
 
+class _CachingHeaderRegistry(HeaderRegistry):
+    """policy.default's header registry, remembering parsed headers by (name, value).
+
+    The `email` package parses a structured header again on every access (the feed parser and
+    `get_content_type` alone parse Content-Type several times per part), which was most of the
+    classification cost. Header objects are immutable, and most values (Content-Type,
+    Content-Transfer-Encoding, MIME-Version) repeat across messages, so a small cache serves
+    nearly all of them. Long values are not kept.
+    """
+
+    MAX_ENTRIES = 4096
+    MAX_VALUE = 512
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[tuple[str, str], BaseHeader] = {}
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        key = (name, value)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        header: BaseHeader = super().__call__(name, value)
+        if len(value) <= self.MAX_VALUE:
+            if len(self._cache) >= self.MAX_ENTRIES:
+                self._cache.clear()
+            self._cache[key] = header
+        return header
+
+
+# policy.default in every respect but the header cache: parse_inbound, bounce and auto-reply
+# detection get the EmailMessage they expect.
+_POLICY = policy.default.clone(header_factory=_CachingHeaderRegistry())
+
+
+def parse_message(raw: bytes) -> EmailMessage:
+    """`gateway.mail.parse.parse_message` (same checks and errors) with the caching policy."""
+    if not isinstance(raw, bytes | bytearray) or not raw.strip():
+        raise UnparseableMail("empty input")
+    try:
+        msg = message_from_bytes(bytes(raw), policy=_POLICY)
+    except Exception as exc:  # the parser is meant never to raise; be sure
+        raise UnparseableMail(f"parser failed: {type(exc).__name__}") from exc
+    if not isinstance(msg, EmailMessage) or not list(msg.raw_items()):
+        raise UnparseableMail("no header section")
+    return msg
+
+
 def _received_at(parsed: ParsedMail) -> datetime:
     current = now()
     if parsed.date is None or parsed.date > current:
@@ -51,8 +102,8 @@ def _received_at(parsed: ParsedMail) -> datetime:
 def classify(raw: bytes) -> Classified:
     """Never raises: anything the parser cannot read comes back as `unparseable`."""
     try:
-        msg = parse_message(raw)
-        parsed = parse_inbound(raw)
+        msg = parse_message(raw)  # parsed once: the same EmailMessage serves every step below
+        parsed = parse_inbound(raw, msg)
     except UnparseableMail as exc:
         return Classified("unparseable", synthetic_message_id(bytes(raw or b"")), error=str(exc))
     except Exception as exc:  # a last guard: one message must never stop a poller
@@ -60,15 +111,17 @@ def classify(raw: bytes) -> Classified:
                           error=f"{type(exc).__name__}: {exc}")
     rfc_id = parsed.message_id or synthetic_message_id(raw)
     try:
+        # parse_bounce looks for a delivery-status part or bounce-like headers before it runs
+        # any heavier DSN parsing (flufl.bounce only for those without a readable report).
         bounce = parse_bounce(msg)
+        if bounce is not None:
+            return Classified("bounce", rfc_id, parsed=parsed, bounce=bounce, is_auto_reply=True,
+                              received_at=_received_at(parsed))
+        if parsed.from_addr is None:
+            return Classified("unparseable", rfc_id, parsed=parsed, error="no sender address")
         auto = is_auto_reply(parsed.headers, parsed.subject)
         reply_text = strip_quoted(parsed.text)
     except Exception as exc:
         return Classified("unparseable", rfc_id, error=f"{type(exc).__name__}: {exc}")
-    if bounce is not None:
-        return Classified("bounce", rfc_id, parsed=parsed, bounce=bounce, is_auto_reply=True,
-                          received_at=_received_at(parsed))
-    if parsed.from_addr is None:
-        return Classified("unparseable", rfc_id, parsed=parsed, error="no sender address")
     return Classified("mail", rfc_id, parsed=parsed, is_auto_reply=auto, reply_text=reply_text,
                       received_at=_received_at(parsed))

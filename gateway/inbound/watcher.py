@@ -8,6 +8,7 @@ bounded exponential backoff; a lost lease ends the watcher.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import dataclass
 from typing import cast
@@ -20,7 +21,8 @@ from gateway.config import Settings
 from gateway.crypto import Vault
 from gateway.db import inbound as db
 from gateway.db import mailbox_health
-from gateway.inbound.ingest import Ingestor, LeaseLost, MailboxRef
+from gateway.inbound.classify import Classified, Fetched
+from gateway.inbound.ingest import Ingestor, LeaseLost, MailboxRef, Staged, classify_items
 from gateway.inbound.session import ImapError, ImapSession, LoginFailed
 from gateway.logging import get_logger
 
@@ -137,15 +139,67 @@ class Watcher:
     async def _ingest_uids(
         self, session: ImapSession, mailbox: MailboxRef, uidvalidity: int, uids: list[int]
     ) -> int:
-        last = 0
-        for start in range(0, len(uids), BATCH):
-            chunk = uids[start:start + BATCH]
-            items = await session.fetch(chunk)
-            if len(items) != len(chunk):  # expunged meanwhile: UIDs are never reused
-                log.warning("imap_uids_missing", mailbox=mailbox.id, folder=self.folder,
-                            missing=sorted(set(chunk) - {i.uid for i in items})[:20])
-            result = await self.ingestor.ingest(mailbox, self.folder, uidvalidity, items, chunk[-1])
-            last = result.last_uid
-            log.info("inbound_batch", mailbox=mailbox.id, folder=self.folder, last_uid=last,
-                     **result.outcomes)
+        return await ingest_uids(session, self.ingestor, mailbox, self.folder, uidvalidity, uids)
+
+
+async def ingest_uids(
+    session: ImapSession,
+    ingestor: Ingestor,
+    mailbox: MailboxRef,
+    folder: str,
+    uidvalidity: int,
+    uids: list[int],
+    batch: int = BATCH,
+) -> int:
+    """Fetch and ingest `uids` (ascending) in batches; returns the last UID committed.
+
+    A pipeline, each batch still committed whole and in order: the next batch is fetched and
+    classified while this one is persisted, and a committed batch's events are published while
+    the next one is persisted (batches publish in order). At most one batch is prepared ahead:
+    after a failure it is simply fetched again, since the cursor has not moved past it; events
+    whose publish is cut short are relayed by the scheduler."""
+    last = 0
+    chunks = [uids[i:i + batch] for i in range(0, len(uids), batch)]
+    if not chunks:
         return last
+
+    async def prepare(chunk: list[int]) -> tuple[list[Fetched], list[Classified]]:
+        items = await session.fetch(chunk)
+        return items, await classify_items(items)
+
+    async def publish_after(previous: asyncio.Future[None] | None, staged: list[Staged]) -> None:
+        if previous is not None:
+            await previous
+        await ingestor.publish(mailbox, staged)
+
+    ahead = asyncio.ensure_future(prepare(chunks[0]))
+    publishing: asyncio.Future[None] | None = None
+    try:
+        for n, chunk in enumerate(chunks):
+            items, classified = await ahead
+            if n + 1 < len(chunks):
+                ahead = asyncio.ensure_future(prepare(chunks[n + 1]))
+            if len(items) != len(chunk):  # expunged meanwhile: UIDs are never reused
+                log.warning("imap_uids_missing", mailbox=mailbox.id, folder=folder,
+                            missing=sorted(set(chunk) - {i.uid for i in items})[:20])
+            result, staged = await ingestor.commit(mailbox, folder, uidvalidity, items, chunk[-1], classified)
+            if staged:
+                publishing = asyncio.ensure_future(publish_after(publishing, staged))
+            last = result.last_uid
+            log.info("inbound_batch", mailbox=mailbox.id, folder=folder, last_uid=last, **result.outcomes)
+        if publishing is not None:
+            await publishing
+            publishing = None
+    except BaseException as exc:
+        # The batch ahead is dropped (the session is closed after an error anyway); committed
+        # events still go out unless this task is being cancelled (then the relay sends them).
+        stop = [ahead] if isinstance(exc, Exception) else [ahead, publishing]
+        for task in stop:
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (ahead, publishing):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        raise
+    return last

@@ -258,9 +258,13 @@ def parse_message(raw: bytes) -> EmailMessage:
     return msg
 
 
-def parse_inbound(raw: bytes) -> ParsedMail:
-    """Parse an inbound message; raises only UnparseableMail, for hopeless input."""
-    msg = parse_message(raw)
+def parse_inbound(raw: bytes, msg: EmailMessage | None = None) -> ParsedMail:
+    """Parse an inbound message; raises only UnparseableMail, for hopeless input.
+
+    `msg` is `raw` already parsed by `parse_message` (so a caller that needs the EmailMessage
+    too parses the bytes once)."""
+    if msg is None:
+        msg = parse_message(raw)
     try:
         return _parse(bytes(raw), msg)
     except UnparseableMail:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
@@ -42,6 +43,15 @@ RETURNING m.id, m.workspace_id, m.conversation_id, m.mailbox_id, m.from_email, m
 """
 
 
+# The same claim for many messages at once (see gateway.delivery.batch); rows are locked in id
+# order so that concurrent batches cannot deadlock on each other.
+_CLAIM_MANY = _CLAIM.replace(
+    "FROM messages WHERE id = $1 FOR UPDATE",
+    "FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+)
+assert _CLAIM_MANY != _CLAIM
+
+
 @dataclass(frozen=True)
 class State:
     status: str | None
@@ -52,6 +62,19 @@ async def claim(pool: asyncpg.Pool, message_id: str, lease_seconds: float) -> as
     """Take the message for one attempt (status `sending`, lease, attempts+1) or None."""
     row: asyncpg.Record | None = await pool.fetchrow(_CLAIM, message_id, lease_seconds)
     return row
+
+
+async def claim_many(
+    pool: asyncpg.Pool, message_ids: list[str], lease_seconds: float
+) -> list[asyncpg.Record | None]:
+    """`claim` for several messages in one statement, aligned with `message_ids`.
+
+    A message asked for twice is claimed once: the later asks get None, as a second `claim`
+    would (the row is then `sending` under a live lease).
+    """
+    rows = await pool.fetch(_CLAIM_MANY, sorted(set(message_ids)), lease_seconds)
+    by_id: dict[str, asyncpg.Record | None] = {r["id"]: r for r in rows}
+    return [by_id.pop(mid, None) for mid in message_ids]
 
 
 async def state(pool: asyncpg.Pool, message_id: str) -> State | None:
@@ -177,16 +200,66 @@ async def record_sent_fast(
     pool: asyncpg.Pool, row: asyncpg.Record, response: str, code: int | None
 ) -> tuple[int, dict[str, Any]]:
     """The common success: every write in one statement (atomic); returns outbox id and event."""
-    sent_at = now()
-    event = events.make_event(
-        "email.sent", row["workspace_id"],
-        {**event_data(row), "sentAt": iso(sent_at), "smtpResponse": response},
-    )
+    sent_at, event = _sent_event(row, response)
     oid: int = await pool.fetchval(
         _SENT_FAST, row["id"], sent_at, response, code, row["mailbox_id"], row["conversation_id"],
         event["id"], row["workspace_id"], event["data"], EVENTS, orjson.dumps(event),
     )
     return oid, event
+
+
+_SENT_MANY = """
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::int[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[])
+        AS v(id, sent_at, response, code, mailbox_id, conversation_id, event_id, workspace_id,
+             data, body)
+),
+     msg AS (UPDATE messages m SET status = 'sent', sent_at = v.sent_at, smtp_response = v.response,
+                                   smtp_code = v.code, error = NULL, sending_until = NULL
+             FROM v WHERE m.id = v.id),
+     conv AS (UPDATE conversations c SET last_activity_at = x.at, updated_at = x.at
+              FROM (SELECT conversation_id, max(sent_at) AS at FROM v GROUP BY 1) x
+              WHERE c.id = x.conversation_id),
+     mbx AS (UPDATE mailboxes b SET sent_total = b.sent_total + x.n, last_used_at = x.at
+             FROM (SELECT mailbox_id, count(*) AS n, max(sent_at) AS at FROM v GROUP BY 1) x
+             WHERE b.id = x.mailbox_id),
+     ev AS (INSERT INTO events (id, workspace_id, type, data)
+            SELECT event_id, workspace_id, 'email.sent', data::jsonb FROM v)
+INSERT INTO outbox (exchange, routing_key, message_id, body)
+SELECT $11, 'email.sent', event_id, body FROM v
+RETURNING id, message_id
+"""
+
+SentItem = tuple[asyncpg.Record, str, "int | None"]  # claimed row, SMTP response, SMTP code
+
+
+def _sent_event(row: asyncpg.Record, response: str) -> tuple[datetime, dict[str, Any]]:
+    sent_at = now()
+    event = events.make_event(
+        "email.sent", row["workspace_id"],
+        {**event_data(row), "sentAt": iso(sent_at), "smtpResponse": response},
+    )
+    return sent_at, event
+
+
+async def record_sent_many(
+    pool: asyncpg.Pool, items: list[SentItem]
+) -> list[tuple[int, dict[str, Any]]]:
+    """`record_sent_fast` for several messages in one statement (atomic), aligned with `items`."""
+    made = [(row, response, code, *_sent_event(row, response)) for row, response, code in items]
+    if len({row["id"] for row, *_ in made}) != len(made):
+        raise ValueError("a message recorded twice in one batch")  # the caller retries singly
+    cols: list[list[Any]] = [[] for _ in range(10)]
+    for row, response, code, sent_at, event in made:
+        for col, value in zip(cols, (
+            row["id"], sent_at, response, code, row["mailbox_id"], row["conversation_id"],
+            event["id"], row["workspace_id"], orjson.dumps(event["data"]).decode(), orjson.dumps(event),
+        ), strict=True):
+            col.append(value)
+    rows = await pool.fetch(_SENT_MANY, *cols, EVENTS)
+    oids = {r["message_id"]: r["id"] for r in rows}
+    return [(oids[event["id"]], event) for *_, event in made]
 
 
 async def record_retry(

@@ -11,7 +11,9 @@ SMTP traffic, and the outcome is committed before the task is acked:
   the rare duplicate, which carries the same Message-ID and so is collapsed by most clients.
   The attempt is counted and logged as `delivery_lease_expired`.
 The remaining window is the time between the server's 250 to DATA and the commit of the
-outcome (one transaction, retried on a database hiccup): milliseconds.
+outcome (one transaction, retried on a database hiccup): milliseconds. Under load, concurrent
+claims and successes share one statement (`gateway.delivery.batch.Coalescer`): an outcome then
+waits at most for the statement already in flight before its own commits, with no timer.
 """
 
 from __future__ import annotations
@@ -31,15 +33,15 @@ from gateway.bus.topology import EVENTS, Topology
 from gateway.config import Settings
 from gateway.crypto import Vault
 from gateway.delivery import store
+from gateway.delivery.batch import Coalescer
 from gateway.delivery.smtp import Account, SmtpFailure, SmtpPools
 from gateway.errors import PermanentError
 from gateway.logging import get_logger
 from gateway.mail.build import (
     AttachmentPart,
     OutgoingMessage,
-    build_message,
     envelope_recipients,
-    serialize,
+    render,
 )
 from gateway.mail.smtp_outcome import SmtpOutcome, classify
 from gateway.storage import DirectoryStorage, Storage
@@ -81,6 +83,15 @@ class Deliverer:
         self.lease = self.send_deadline + 15
         self._passwords: dict[str, str] = {}
         self.stamper = Stamper(pool)
+        # Concurrent claims and recorded successes share statements (see gateway.delivery.batch).
+        self.claims: Coalescer[str, asyncpg.Record | None] = Coalescer(
+            lambda ids: store.claim_many(pool, ids, self.lease),
+            lambda message_id: store.claim(pool, message_id, self.lease),
+        )
+        self.sent: Coalescer[store.SentItem, tuple[int, dict[str, Any]]] = Coalescer(
+            lambda items: store.record_sent_many(pool, items),
+            lambda item: store.record_sent_fast(pool, *item),
+        )
 
     async def close(self) -> None:
         await self.smtp.close()
@@ -98,7 +109,7 @@ class Deliverer:
         await self.deliver(message_id)
 
     async def deliver(self, message_id: str) -> Outcome:
-        row = await store.claim(self.pool, message_id, self.lease)
+        row = await self.claims(message_id)
         if row is None:
             return await self._not_claimed(message_id)
         if row["was"] == "sending":
@@ -197,7 +208,7 @@ class Deliverer:
             list_unsubscribe_post=unsubscribe is not None,
         )
         try:
-            data = serialize(build_message(spec))  # validates addresses, bodies and headers
+            data = render(spec)  # validates addresses, bodies and headers
         except ValueError as exc:
             raise _PrepareFailed(SmtpOutcome("permanent", None, f"cannot build message: {exc}")) from exc
         return spec, account, data
@@ -240,7 +251,7 @@ class Deliverer:
     async def _commit_fast(self, row: asyncpg.Record, outcome: SmtpOutcome) -> tuple[int, dict[str, Any]]:
         for attempt in range(3):
             try:
-                return await store.record_sent_fast(self.pool, row, outcome.message, outcome.code)
+                return await self.sent((row, outcome.message, outcome.code))
             except _DB_ERRORS:
                 if attempt == 2:
                     raise

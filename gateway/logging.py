@@ -8,6 +8,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 _SECRET_KEYS = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|^key$", re.I)
@@ -34,13 +35,30 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+def _orjson_dumps(obj: Any, **_: Any) -> bytes:
+    return orjson.dumps(obj, default=str)
+
+
+def _orjson_text(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
 def configure(fmt: str | None = None, level: str = "info") -> None:
     if fmt is None:
         fmt = "console" if sys.stderr.isatty() else "json"
+    # JSON goes through orjson straight to bytes: the per-line cost matters on hot paths.
+    binary = getattr(sys.stderr, "buffer", None)
     renderer: Any = (
         structlog.dev.ConsoleRenderer()
         if fmt == "console"
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(
+            serializer=_orjson_dumps if binary is not None else _orjson_text
+        )
+    )
+    factory: Any = (
+        structlog.BytesLoggerFactory(file=binary)
+        if fmt == "json" and binary is not None
+        else structlog.PrintLoggerFactory(file=sys.stderr)
     )
     structlog.configure(
         processors=[
@@ -54,7 +72,7 @@ def configure(fmt: str | None = None, level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
 

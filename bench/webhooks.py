@@ -1,0 +1,182 @@
+"""Benchmark (issue 6, item 10): events → broker → dispatcher → signed POSTs, vs raw aiohttp POSTs.
+
+    .venv/bin/python bench/webhooks.py [--events 2000] [--runs 3] [--concurrency 16]
+
+Stages N events (as producers do: `events.stage` + outbox) for a workspace with one webhook
+endpoint, publishes them to `mailgw.events`, then times the real dispatcher role until every
+attempt is recorded `succeeded` in PostgreSQL. Beside it, in the same run, raw aiohttp POSTs
+of the same body to the same receiver at the same concurrency (no signing, no recording).
+The receiver is a minimal aiohttp app in its own process on 127.0.0.1. Prints medians and
+the ratio. Needs PostgreSQL and RabbitMQ on loopback (the test services); uses a throwaway
+database and AMQP prefix, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aio_pika
+import aiohttp
+import asyncpg
+import orjson
+
+from consumers import dispatcher
+from consumers.runner import close_context, open_context
+from gateway import events, outbox
+from gateway.bus.topology import Topology
+from gateway.config import Settings
+from gateway.db import webhooks as whdb
+from gateway.webhooks import signing
+from tests.support import factories
+from tests.support.services import (
+    AMQP_URL,
+    create_test_database,
+    drop_test_database,
+    dsn_for,
+    ensure_template,
+)
+
+RECEIVER = """
+import socket, sys
+from aiohttp import web
+async def hook(request):
+    await request.read()
+    return web.Response(text="ok")
+app = web.Application()
+app.router.add_post("/hook", hook)
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+web.run_app(app, sock=sock, access_log=None, print=None, handle_signals=True)
+"""
+MAX_WAIT_SECONDS = 600
+DATA: dict[str, Any] = {
+    "conversationId": "conv_0123456789abcdef", "identity": "alice@example.com",
+    "mailbox": {"id": "mbx_0123456789abcdef", "email": "alice@example.test"},
+    "messageId": "msg_0123456789abcdef", "rfcMessageId": "<bench.1@example.test>",
+    "to": "bob@example.test", "from": "alice@example.test", "subject": "Benchmark", "metadata": {},
+}
+
+
+async def raw_run(url: str, n: int, concurrency: int, body: bytes) -> float:
+    """POSTs of `body` over `concurrency` workers sharing one session: the baseline."""
+    left = iter(range(n))
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for _ in left:
+                async with session.post(url, data=body, allow_redirects=False,
+                                        headers={"content-type": "application/json"}) as resp:
+                    await resp.read()
+                    assert resp.status == 200
+
+        started = time.perf_counter()
+        cpu = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+        print(f"  raw client CPU {100 * (time.process_time() - cpu) / wall:.0f}% of wall")
+        return n / wall
+
+
+async def stage_events(pool: asyncpg.Pool, workspace_id: str, n: int) -> list[int]:
+    async with pool.acquire() as conn, conn.transaction():
+        return [(await events.stage(conn, "email.sent", workspace_id, DATA))[1] for _ in range(n)]
+
+
+async def dispatcher_run(ctx: Any, n: int, done_before: int) -> float:
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    cpu = time.process_time()
+    task = asyncio.create_task(dispatcher.run(ctx, stop))
+    intake_at = None
+    try:
+        for _ in range(int(MAX_WAIT_SECONDS / 0.02)):
+            done, rows = await ctx.pool.fetchrow(
+                "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FROM webhook_deliveries")
+            if intake_at is None and rows >= done_before + n:
+                intake_at = time.perf_counter() - started
+            if done >= done_before + n:
+                break
+            await asyncio.sleep(0.02)  # polling the count: the condition is checked every round
+        else:
+            raise TimeoutError("the dispatcher did not finish in time")
+        wall = time.perf_counter() - started
+        print(f"  dispatcher process CPU {100 * (time.process_time() - cpu) / wall:.0f}% of wall;"
+              f" all events recorded as attempts after {intake_at or wall:.2f}s of {wall:.2f}s")
+        return n / wall
+    finally:
+        stop.set()
+        await task
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=2000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=16)
+    args = ap.parse_args()
+    n, conc = args.events, args.concurrency
+
+    receiver = subprocess.Popen(  # noqa: ASYNC220 - start-up, before anything is timed
+        [sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout is not None
+    url = f"http://127.0.0.1:{int(receiver.stdout.readline())}/hook"
+    db = await create_test_database(await ensure_template())
+    tmp = tempfile.TemporaryDirectory()
+    settings = Settings(
+        database_url=dsn_for(db), amqp_url=AMQP_URL, amqp_prefix=f"bench{secrets.token_hex(3)}.",
+        data_dir=Path(tmp.name), secret_key="bench-secret",  # type: ignore[arg-type]
+        webhooks_allow_private=True, webhook_concurrency=max(64, conc),
+        webhook_concurrency_per_endpoint=conc, log_level="warning", log_format="json",
+    )
+    from gateway.logging import configure
+
+    configure("json", "warning")
+    ctx = await open_context(settings, "bench")
+    try:
+        t = await factories.tenant(ctx.pool)
+        await whdb.create_endpoint(
+            ctx.pool, workspace_id=t.workspace_id, url=url, events=["*"], description="bench",
+            enabled=True, secret_enc=ctx.vault.encrypt(signing.new_secret()),
+        )
+        body = orjson.dumps(events.make_event("email.sent", t.workspace_id, DATA))
+        raw_rates, hook_rates = [], []
+        for run in range(args.runs):
+            raw_rates.append(await raw_run(url, n, conc, body))
+            ids = await stage_events(ctx.pool, t.workspace_id, n)
+            await outbox.publish_rows(ctx.pool, ctx.publisher, ids)  # events wait in the queue
+            hook_rates.append(await dispatcher_run(ctx, n, n * run))
+            print(f"run {run + 1}: raw {raw_rates[-1]:.0f} POST/s, dispatcher {hook_rates[-1]:.0f} "
+                  f"deliveries/s", flush=True)
+        raw, hook = statistics.median(raw_rates), statistics.median(hook_rates)
+        print(f"raw aiohttp POST (concurrency {conc}): median {raw:.0f}/s")
+        print(f"dispatcher end-to-end (signed, recorded; concurrency {conc}): median {hook:.0f}/s")
+        ratios = [h / r for h, r in zip(hook_rates, raw_rates, strict=True)]
+        print(f"ratio of medians dispatcher/raw: {hook / raw:.1%}; "
+              f"median of per-run ratios: {statistics.median(ratios):.1%}")
+    finally:
+        conn = await aio_pika.connect(AMQP_URL)
+        channel = await conn.channel()
+        await Topology(settings).delete(channel)
+        await conn.close()
+        await close_context(ctx)
+        await drop_test_database(db)
+        tmp.cleanup()
+        receiver.terminate()
+        receiver.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,55 @@
+"""Group concurrent small database writes into one statement: callers await their own result.
+
+While the batches in flight (at most `workers`) are being written, new items queue up and
+form the next batch, so a single caller pays one round trip and many concurrent callers
+share a few; several workers let commits overlap (PostgreSQL groups their WAL flushes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    def __init__(
+        self, flush: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int = 256,
+        workers: int = 1,
+    ) -> None:
+        self._flush = flush
+        self._max = max_batch
+        self._limit = workers
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._workers: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if len(self._workers) < self._limit:
+            worker = asyncio.create_task(self._drain())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self._max], self._queue[self._max :]
+            try:
+                results = await self._flush([item for item, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    for _, future in self._queue:
+                        future.cancel()
+                    self._queue = []
+                    raise
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)

@@ -9,9 +9,11 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
 from gateway.bus.publisher import Publisher
+from gateway.bus.rpc import RpcClient
 from gateway.bus.topology import Topology
 from gateway.config import Settings
 from gateway.crypto import Vault
+from gateway.storage import Storage
 
 
 @dataclass
@@ -22,6 +24,8 @@ class ApiContext:
     publisher: Publisher
     topology: Topology
     vault: Vault
+    send_rpc: RpcClient | None = None  # opened by gateway.api.send's startup hook
+    storage: Storage | None = None  # attachment store; None: a directory at settings.attachments_path
 
 
 CTX = web.AppKey("ctx", ApiContext)

@@ -8,8 +8,17 @@ from aiohttp import web
 
 # Each module defines `routes = web.RouteTableDef()` and registers handlers with `endpoint()`.
 MODULES = [
+    "gateway.api.attachments",
+    "gateway.api.inbox",
+    "gateway.api.jobs",
     "gateway.api.ops",
+    "gateway.api.send",
     "gateway.api.workspaces",
+    "gateway.api.webhooks",
+    "gateway.api.unsubscribe",
+    "gateway.api.mailboxes",
+    "gateway.api.identities",
+    "gateway.api.suppressions",
 ]
 
 

@@ -1,0 +1,171 @@
+"""Router: consumes `mailgw.commands`, runs the command handler for its routing key, publishes
+the staged deliver tasks, answers `reply_to`, and only then acks.
+
+`COMMAND_HANDLERS` maps a routing key to `handler(ctx, message, body) -> Outcome`. A handler
+raises a `GatewayError` with a 4xx status for a command that can never succeed: the error
+shape goes to `reply_to` and the command is parked in `mailgw.dead` (commands the HTTP API
+published were validated already, so their 4xx answers — e.g. an unknown `convId` — are
+just answered). Anything else is transient: nacked and requeued (the quorum queue's
+delivery limit parks what keeps failing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import asyncpg
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from consumers.runner import Context
+from gateway import outbox
+from gateway.bus import rpc
+from gateway.bus.consumer import consume
+from gateway.bus.topology import COMMANDS, DELIVER_KEY, DELIVERY
+from gateway.db import idempotency as idemdb
+from gateway.errors import BadRequest, GatewayError, PermanentError
+from gateway.inbox.commands import forward_command, reply_command
+from gateway.logging import get_logger
+from gateway.send.handler import Outcome, handle_send
+from gateway.send.idempotency import check_key, request_hash
+from gateway.send.models import SendCommand
+from gateway.validation import error_details
+
+log = get_logger(__name__)
+
+CommandHandler = Callable[[Context, AbstractIncomingMessage, dict[str, Any]], Awaitable[Outcome]]
+PURGE_EVERY = 600.0
+
+
+async def send_command(ctx: Context, message: AbstractIncomingMessage, body: dict[str, Any]) -> Outcome:
+    """`send`: the body is the HTTP body plus `workspaceId` and `identity`; key = `message_id`."""
+    try:
+        cmd = SendCommand.model_validate_json(message.body)
+    except ValidationError as exc:
+        raise BadRequest(details=error_details(exc.errors())) from None
+    key = check_key(message.message_id, "message_id") if message.message_id else None
+    async with ctx.pool.acquire() as conn:
+        return await handle_send(cast(asyncpg.Connection, conn), cmd, key=key, digest=request_hash(body))
+
+
+COMMAND_HANDLERS: dict[str, CommandHandler] = {
+    "send": send_command, "reply": reply_command, "forward": forward_command,
+}
+
+
+def _decode(message: AbstractIncomingMessage) -> dict[str, Any]:
+    try:
+        body = orjson.loads(message.body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("Malformed JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The JSON body must be an object")
+    return body
+
+
+async def run(ctx: Context, stop: asyncio.Event) -> None:
+    responder = await rpc.Responder.open(ctx.amqp)
+
+    async def on_command(message: AbstractIncomingMessage) -> None:
+        if rpc.expired(message):
+            log.warning("command_expired", routing_key=message.routing_key,
+                        message_id=message.message_id, correlation_id=message.correlation_id)
+            return
+        from_api = (message.headers or {}).get(rpc.ORIGIN_HEADER) == "api"
+        try:
+            handler = COMMAND_HANDLERS.get(message.routing_key or "")
+            if handler is None:
+                raise BadRequest(f"Unknown command {message.routing_key!r}")
+            outcome = await handler(ctx, message, _decode(message))
+        except GatewayError as exc:
+            if exc.transient or exc.status >= 500:
+                raise
+            await responder.answer(message, exc.status, exc.body())
+            if from_api:
+                return
+            raise PermanentError(f"{exc.status} {exc.message}: {orjson.dumps(exc.details).decode()}"
+                                 if exc.details else f"{exc.status} {exc.message}") from exc
+        # The write is committed: the deliver tasks and the answer go out together (a task
+        # whose publish fails stays unstamped and the scheduler relays it); ack after both.
+        await asyncio.gather(
+            _publish(ctx, stamper, outcome),
+            responder.answer(message, outcome.status, outcome.body, replayed=outcome.replayed),
+        )
+
+    stamper = Stamper(ctx)
+    done = asyncio.Event()  # the consumer has finished: helpers flush and end
+    helpers = [asyncio.create_task(_purge(ctx, done)), asyncio.create_task(stamper.run(done))]
+    try:
+        await consume(ctx.amqp, ctx.publisher, COMMANDS, on_command, role="router",
+                      prefetch=ctx.settings.router_prefetch, stop=stop)
+    finally:
+        done.set()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        await responder.close()
+
+
+async def _publish(ctx: Context, stamper: Stamper, outcome: Outcome) -> None:
+    try:
+        if outcome.tasks:
+            await asyncio.gather(*(
+                ctx.publisher.publish(DELIVERY, DELIVER_KEY, t.body, message_id=f"deliver:{t.message_id}")
+                for t in outcome.tasks
+            ))
+            stamper.add([t.outbox_id for t in outcome.tasks])
+        await outbox.publish_rows(ctx.pool, ctx.publisher, outcome.outbox_ids)
+    except Exception as exc:  # committed: the scheduler relays rows never stamped
+        log.warning("outbox_publish_deferred", error=repr(exc))
+
+
+class Stamper:
+    """Marks published outbox rows `published_at` in batches: one UPDATE per batch, not per send.
+
+    A row whose stamp is lost (crash) is relayed again by the scheduler after its grace time;
+    delivery recognises the task by its message id, so that costs a duplicate task, not a mail.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.pending: list[int] = []
+        self.ready = asyncio.Event()
+
+    def add(self, ids: list[int]) -> None:
+        self.pending.extend(ids)
+        self.ready.set()
+
+    async def flush(self) -> None:
+        ids, self.pending = self.pending, []
+        self.ready.clear()
+        if ids:
+            await self.ctx.pool.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+                " AND published_at IS NULL", ids,
+            )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            waiter = asyncio.ensure_future(self.ready.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            try:
+                await self.flush()
+            except Exception as exc:
+                log.warning("outbox_stamp_failed", error=repr(exc))
+        await self.flush()
+
+
+async def _purge(ctx: Context, stop: asyncio.Event) -> None:
+    """Drop expired idempotency keys now and then (any router may; the statement is bounded)."""
+    while not stop.is_set():
+        try:
+            await idemdb.purge_expired(ctx.pool)
+        except Exception as exc:
+            log.warning("idempotency_purge_failed", error=repr(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PURGE_EVERY)

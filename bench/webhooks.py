@@ -5,7 +5,9 @@
 Stages N events (as producers do: `events.stage` + outbox) for a workspace with one webhook
 endpoint, publishes them to `mailgw.events`, then times the real dispatcher role until every
 attempt is recorded `succeeded` in PostgreSQL. Beside it, in the same run, raw aiohttp POSTs
-of the same body to the same receiver at the same concurrency (no signing, no recording).
+of the same body to the same receiver at the same concurrency, over one session with one
+connection per worker (unsigned: no webhook-* headers, no recording; the dispatcher's
+requests carry the three signature headers and a User-Agent).
 The receiver is a minimal aiohttp app in its own process on 127.0.0.1. Prints medians and
 the ratio. Needs PostgreSQL and RabbitMQ on loopback (the test services); uses a throwaway
 database and AMQP prefix, removed afterwards.
@@ -96,25 +98,35 @@ async def stage_events(pool: asyncpg.Pool, workspace_id: str, n: int) -> list[in
 
 
 async def dispatcher_run(ctx: Any, n: int, done_before: int) -> float:
+    """Times the dispatcher role until all `n` attempts are `succeeded` in PostgreSQL.
+
+    The completion poll reads only the partial index of pending rows (cheap: it must not
+    steal PostgreSQL time from the dispatcher it measures); the full count runs only once
+    nothing is pending. When the intake finished is read afterwards from the rows' own
+    `created_at`, not polled.
+    """
     stop = asyncio.Event()
+    db_start = await ctx.pool.fetchval("SELECT clock_timestamp()")
     started = time.perf_counter()
     cpu = time.process_time()
     task = asyncio.create_task(dispatcher.run(ctx, stop))
-    intake_at = None
     try:
         for _ in range(int(MAX_WAIT_SECONDS / 0.02)):
-            done, rows = await ctx.pool.fetchrow(
-                "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FROM webhook_deliveries")
-            if intake_at is None and rows >= done_before + n:
-                intake_at = time.perf_counter() - started
-            if done >= done_before + n:
-                break
             await asyncio.sleep(0.02)  # polling the count: the condition is checked every round
+            if await ctx.pool.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE status = 'pending')"):
+                continue
+            if await ctx.pool.fetchval(
+                    "SELECT count(*) FROM webhook_deliveries WHERE status = 'succeeded'") >= done_before + n:
+                break
         else:
             raise TimeoutError("the dispatcher did not finish in time")
         wall = time.perf_counter() - started
-        print(f"  dispatcher process CPU {100 * (time.process_time() - cpu) / wall:.0f}% of wall;"
-              f" all events recorded as attempts after {intake_at or wall:.2f}s of {wall:.2f}s")
+        cpu_share = 100 * (time.process_time() - cpu) / wall
+        intake = await ctx.pool.fetchval(
+            "SELECT EXTRACT(EPOCH FROM max(created_at) - $1)::float8 FROM webhook_deliveries", db_start)
+        print(f"  dispatcher process CPU {cpu_share:.0f}% of wall;"
+              f" all events recorded as attempts after ~{intake or wall:.2f}s of {wall:.2f}s")
         return n / wall
     finally:
         stop.set()

@@ -92,7 +92,7 @@ class Dispatcher:
         self._soonest: float | None = None
         self._secrets: dict[str, str] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._intake = Batcher(self._intake_batch, workers=2)
+        self._intake = Batcher(self._intake_batch, max_batch=512, workers=2)
         self.recorder = Recorder(settings, pool, publisher)
 
     # --- lifecycle ---------------------------------------------------------------------

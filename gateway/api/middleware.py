@@ -7,12 +7,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from gateway import metrics
 from gateway.api.responses import json_response
-from gateway.errors import GatewayError, error_body
+from gateway.errors import BadRequest, GatewayError, error_body
 from gateway.logging import get_logger
 
 log = get_logger(__name__)
@@ -39,9 +41,39 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+def _unstorable(text: str) -> bool:
+    """NUL and lone surrogates (undecodable bytes) can never match a stored value."""
+    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _check_characters(request: web.Request) -> None:
+    if _unstorable(request.path) or any(
+        _unstorable(k) or _unstorable(v) for k, v in request.query.items()
+    ):
+        raise BadRequest("The URL contains characters that are not allowed (NUL or invalid UTF-8)")
+    for name, value in request.headers.items():
+        if _unstorable(value):
+            raise BadRequest(
+                f"The {name} header contains characters that are not allowed",
+                details=[{"field": name, "message": "Invalid characters"}],
+            )
+
+
 async def errors_to_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        _check_characters(request)
         return await handler(request)
+    except (
+        asyncpg.CharacterNotInRepertoireError,
+        asyncpg.UntranslatableCharacterError,
+        UnicodeEncodeError,
+    ):
+        # Input text that PostgreSQL cannot store (e.g. "\u0000" inside a JSON string).
+        body = error_body(400, "The request contains characters that cannot be stored (NUL or invalid UTF-8)")
+        return json_response(body, 400)
+    except BadHttpMessage as exc:
+        # Malformed multipart part headers and alike, found while reading the body.
+        return json_response(error_body(400, f"Malformed request: {exc.message}"), 400)
     except GatewayError as exc:
         return json_response(exc.body(), exc.status, headers=exc.headers)
     except web.HTTPException as exc:

@@ -105,15 +105,20 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 @endpoint(routes, "GET", "/v1/workspaces/{id}/keys", summary="List a workspace's keys",
-          tag="admin", response=KeyInfo, envelope="list")
+          tag="admin", query=Page, response=KeyInfo, envelope="list")
 async def list_keys(request: web.Request) -> web.Response:
     p = await principal(request)
     ws_id = request.match_info["id"]
     await owned_workspace(request, p, ws_id)
-    rows = await db.list_keys(request.app[CTX].pool, ws_id)
+    page = read_query(request, Page)
+    rows = await db.list_keys(
+        request.app[CTX].pool, ws_id, after=decode(page.cursor), limit=page.limit + 1
+    )
+    # The prefix is a key's public id: it is the cursor's tie-breaker.
+    items, cursor = page_of([{**dict(r), "id": r["prefix"]} for r in rows], page.limit)
     return ok_list(
-        [{"prefix": r["prefix"], "name": r["name"], "createdAt": iso(r["created_at"])} for r in rows],
-        None,
+        [{"prefix": r["prefix"], "name": r["name"], "createdAt": iso(r["created_at"])} for r in items],
+        cursor,
     )
 
 

@@ -445,7 +445,8 @@ async def insert_replies(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -
         # created_at steps by a microsecond per row: one transaction's now() is the same for
         # every row, and conversation order (attachment numbering, newest message) needs a tie-break.
         f"INSERT INTO messages ({_REPLY_NAMES}, created_at)"
-        f" SELECT {_REPLY_NAMES}, now() + ord * interval '1 microsecond' FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS ({_REPLY_TYPES}))"
+        f" SELECT {_REPLY_NAMES}, now() + ord * interval '1 microsecond'"
+        f" FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS ({_REPLY_TYPES}))"
         f" WITH ORDINALITY AS r({_REPLY_NAMES}, ord) ORDER BY ord"
         " ON CONFLICT (mailbox_id, rfc_message_id) WHERE direction = 'inbound' DO NOTHING RETURNING id",
         rows,

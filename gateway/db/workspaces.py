@@ -59,11 +59,22 @@ async def key_by_prefix(conn: asyncpg.Connection | asyncpg.Pool, prefix: str) ->
     return row
 
 
-async def list_keys(conn: asyncpg.Connection | asyncpg.Pool, workspace_id: str) -> list[asyncpg.Record]:
+async def list_keys(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    workspace_id: str,
+    *,
+    after: tuple[datetime, str] | None = None,
+    limit: int = 100,
+) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT prefix, name, created_at FROM api_keys"
-        " WHERE workspace_id = $1 AND revoked_at IS NULL ORDER BY created_at, prefix",
+        " WHERE workspace_id = $1 AND revoked_at IS NULL"
+        " AND ($2::timestamptz IS NULL OR (created_at, prefix) > ($2, $3))"
+        " ORDER BY created_at, prefix LIMIT $4",
         workspace_id,
+        after[0] if after else None,
+        after[1] if after else "",
+        limit,
     )
     return rows
 

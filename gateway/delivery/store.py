@@ -143,8 +143,8 @@ async def record_sent(
         health = await conn.fetchrow(
             "WITH msg AS (UPDATE messages SET status = 'sent', sent_at = $2, smtp_response = $3,"
             "               smtp_code = $4, error = NULL, sending_until = NULL WHERE id = $1),"
-            " conv AS (UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2), updated_at = $2"
-            "          WHERE id = $6)"
+            " conv AS (UPDATE conversations SET updated_at = $2,"
+            "          last_activity_at = GREATEST(last_activity_at, $2) WHERE id = $6)"
             " UPDATE mailboxes SET sent_total = sent_total + 1, last_used_at = $2"
             " WHERE id = $5 RETURNING consecutive_failures, health",
             row["id"], sent_at, response, code, row["mailbox_id"], row["conversation_id"],
@@ -167,7 +167,8 @@ async def record_sent(
 _SENT_FAST = """
 WITH msg AS (UPDATE messages SET status = 'sent', sent_at = $2, smtp_response = $3, smtp_code = $4,
                                  error = NULL, sending_until = NULL WHERE id = $1),
-     conv AS (UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2), updated_at = $2 WHERE id = $6),
+     conv AS (UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2),
+                                       updated_at = $2 WHERE id = $6),
      mbx AS (UPDATE mailboxes SET sent_total = sent_total + 1, last_used_at = $2 WHERE id = $5),
      ev AS (INSERT INTO events (id, workspace_id, type, data) VALUES ($7, $8, 'email.sent', $9))
 INSERT INTO outbox (exchange, routing_key, message_id, body) VALUES ($10, 'email.sent', $7, $11)
@@ -218,7 +219,8 @@ WITH v AS (
      msg AS (UPDATE messages m SET status = 'sent', sent_at = v.sent_at, smtp_response = v.response,
                                    smtp_code = v.code, error = NULL, sending_until = NULL
              FROM v WHERE m.id = v.id),
-     conv AS (UPDATE conversations c SET last_activity_at = GREATEST(c.last_activity_at, x.at), updated_at = x.at
+     conv AS (UPDATE conversations c SET updated_at = x.at,
+                                         last_activity_at = GREATEST(c.last_activity_at, x.at)
               FROM (SELECT conversation_id, max(sent_at) AS at FROM v GROUP BY 1) x
               WHERE c.id = x.conversation_id),
      mbx AS (UPDATE mailboxes b SET sent_total = b.sent_total + x.n, last_used_at = x.at

@@ -49,7 +49,8 @@ async def test_errors_have_the_spec_shape(client: TestClient, platform_key: str)
     assert body["error"] == "Bad Request" and body["code"] == 400
     assert {"field": "bogus", "message": "Unknown field"} in body["details"]
 
-    resp = await client.post("/v1/workspaces", data=b"{not json", headers={**h, "Content-Type": "application/json"})
+    json_ct = {**h, "Content-Type": "application/json"}
+    resp = await client.post("/v1/workspaces", data=b"{not json", headers=json_ct)
     assert resp.status == 400
     resp = await client.post("/v1/workspaces", data=b"name=x", headers={**h, "Content-Type": "text/plain"})
     assert resp.status == 415

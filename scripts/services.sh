@@ -73,9 +73,7 @@ amqp_ok() {
   [[ $(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$AMQP_PORT"'; printf "AMQP\0\0\011\001" >&3
         head -c 3 <&3' 2>/dev/null | od -An -tx1 | tr -d ' \n') == 010000 ]]
 }
-if port_open "$AMQP_PORT"; then
-  say "RabbitMQ ok: amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
-else
+rabbit_start() {
   installed rabbitmq-server || apt_install rabbitmq-server
   # Loopback only: AMQP listener, Erlang distribution and epmd (only written when not configured).
   mkdir -p /etc/rabbitmq
@@ -86,8 +84,32 @@ NODENAME=rabbit@localhost
 ERL_EPMD_ADDRESS=127.0.0.1
 export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"
 ENV
-  rabbitmq-server -detached </dev/null >/dev/null 2>&1 || die "rabbitmq-server -detached failed"
+  # Quorum queues and many test connections need more than the common 1024 descriptors.
+  ( ulimit -n 65536 2>/dev/null || true
+    rabbitmq-server -detached </dev/null >/dev/null 2>&1 ) || die "rabbitmq-server -detached failed"
   for (( i = 0; i < 600; i++ )); do port_open "$AMQP_PORT" && amqp_ok && break; sleep 0.1; done
   amqp_ok || die "RabbitMQ not answering AMQP on 127.0.0.1:$AMQP_PORT after 60 s (see /var/log/rabbitmq/)"
   say "started RabbitMQ on 127.0.0.1:$AMQP_PORT"
+}
+amqp_answers() { # a few tries: a busy broker may be slow to greet
+  local i
+  for (( i = 0; i < 5; i++ )); do amqp_ok && return 0; sleep 1; done
+  return 1
+}
+if port_open "$AMQP_PORT" && amqp_answers; then
+  say "RabbitMQ ok: amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
+elif port_open "$AMQP_PORT"; then
+  # The port accepts connections but the broker never greets: it is wedged. Restart it,
+  # stopping it by its pid file (rabbitmqctl would hang on a wedged node too).
+  pidfile=$(ls /var/lib/rabbitmq/mnesia/*.pid 2>/dev/null | head -n1)
+  [[ -n $pidfile ]] || die "RabbitMQ on :$AMQP_PORT does not answer AMQP and has no pid file"
+  pid=$(cat "$pidfile")
+  say "RabbitMQ (pid $pid) accepts TCP but does not answer AMQP: restarting it"
+  kill "$pid" 2>/dev/null || true
+  for (( i = 0; i < 300; i++ )); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+  for (( i = 0; i < 100; i++ )); do port_open "$AMQP_PORT" || break; sleep 0.1; done
+  rabbit_start
+else
+  rabbit_start
 fi

@@ -85,7 +85,7 @@ ERL_EPMD_ADDRESS=127.0.0.1
 export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"
 ENV
   # Quorum queues and many test connections need more than the common 1024 descriptors.
-  ( ulimit -n 65536 2>/dev/null || true
+  ( ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     rabbitmq-server -detached </dev/null >/dev/null 2>&1 ) || die "rabbitmq-server -detached failed"
   for (( i = 0; i < 600; i++ )); do port_open "$AMQP_PORT" && amqp_ok && break; sleep 0.1; done
   amqp_ok || die "RabbitMQ not answering AMQP on 127.0.0.1:$AMQP_PORT after 60 s (see /var/log/rabbitmq/)"

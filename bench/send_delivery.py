@@ -14,37 +14,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aio_pika
 import aiosmtplib
 import orjson
 
+from bench._common import median_ratio, throwaway_context
 from consumers import delivery
-from consumers.runner import close_context, open_context
 from gateway import outbox
-from gateway.bus.topology import DELIVER_KEY, DELIVERY, Topology
-from gateway.config import Settings
+from gateway.bus.topology import DELIVER_KEY, DELIVERY
 from gateway.ids import new_id
 from gateway.mail.build import OutgoingMessage, render
 from gateway.mail.threading import new_message_id
 from tests.support import factories
-from tests.support.services import (
-    AMQP_URL,
-    create_test_database,
-    drop_test_database,
-    dsn_for,
-    ensure_template,
-)
 
 SINK = """
 import asyncio, sys
@@ -128,72 +117,55 @@ async def main() -> None:
     sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE,  # noqa: ASYNC220
                             stdout=subprocess.PIPE, text=True)
     assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-    db = await create_test_database(await ensure_template())
-    tmp = tempfile.TemporaryDirectory()
-    settings = Settings(
-        database_url=dsn_for(db), amqp_url=AMQP_URL, amqp_prefix=f"bench{secrets.token_hex(3)}.",
-        data_dir=Path(tmp.name), secret_key="bench-secret",
-        smtp_connections_per_mailbox=conns, log_level="warning", log_format="json",
-    )
-    from gateway.logging import configure
-
-    configure("json", "warning")
-    ctx = await open_context(settings, "bench")
     try:
-        t = await factories.tenant(ctx.pool)
-        mbx = await factories.mailbox(ctx.pool, ctx.vault, t.workspace_id, "alice@example.test",
-                                      smtp_port=port, username=None, password="x", imap_port=None)
-        await ctx.pool.execute("UPDATE mailboxes SET smtp_password_enc = NULL, smtp = smtp - 'username'"
-                               " WHERE id = $1", mbx)
-        idn = await factories.identity(ctx.pool, t.workspace_id, "bench@example.com", [mbx])
-        w = {"ws": t.workspace_id, "mbx": mbx, "idn": idn}
-        data = render(OutgoingMessage(
-            from_email="alice@example.test", from_name="Alice", to=["bob@example.test"],
-            subject="Benchmark", message_id=new_message_id("example.test"), text=TEXT))
+        async with throwaway_context(smtp_connections_per_mailbox=conns) as ctx:
+            t = await factories.tenant(ctx.pool)
+            mbx = await factories.mailbox(ctx.pool, ctx.vault, t.workspace_id, "alice@example.test",
+                                          smtp_port=port, username=None, password="x", imap_port=None)
+            await ctx.pool.execute("UPDATE mailboxes SET smtp_password_enc = NULL, smtp = smtp - 'username'"
+                                   " WHERE id = $1", mbx)
+            idn = await factories.identity(ctx.pool, t.workspace_id, "bench@example.com", [mbx])
+            w = {"ws": t.workspace_id, "mbx": mbx, "idn": idn}
+            data = render(OutgoingMessage(
+                from_email="alice@example.test", from_name="Alice", to=["bob@example.test"],
+                subject="Benchmark", message_id=new_message_id("example.test"), text=TEXT))
 
-        raw_rates, pipe_rates, raw_cpu, pipe_cpu = [], [], [], []
-        for run in range(args.runs):
-            cpu = time.process_time()
-            raw_rates.append(await raw_run(port, n, conns, data))
-            raw_cpu.append((time.process_time() - cpu) / n * 1e6)
-            ids = await stage(ctx.pool, w, n)
-            await outbox.publish_rows(ctx.pool, ctx.publisher, ids)  # tasks wait in the queue
-            stop = asyncio.Event()
-            cpu = time.process_time()
-            started = time.perf_counter()
-            task = asyncio.create_task(delivery.run(ctx, stop))
-            for _ in range(int(600 / 0.05)):
-                sent = await ctx.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'sent'")
-                if sent >= n * (run + 1):
-                    break
-                await asyncio.sleep(0.05)
-            elapsed = time.perf_counter() - started
-            stop.set()
-            await task
-            pipe_cpu.append((time.process_time() - cpu) / n * 1e6)
-            pipe_rates.append(n / elapsed)
-            print(f"run {run + 1}: raw {raw_rates[-1]:.0f} msg/s ({raw_cpu[-1]:.0f} us CPU/msg), "
-                  f"delivery {pipe_rates[-1]:.0f} msg/s ({pipe_cpu[-1]:.0f} us CPU/msg in this process), "
-                  f"ratio {pipe_rates[-1] / raw_rates[-1]:.1%}", flush=True)
-        # Nothing lost, nothing recorded twice: one email.sent event and one count per message.
-        events = await ctx.pool.fetchval("SELECT count(*) FROM events WHERE type = 'email.sent'")
-        total = await ctx.pool.fetchval("SELECT sent_total FROM mailboxes WHERE id = $1", mbx)
-        assert events == total == n * args.runs, (events, total)
-        raw, pipe = statistics.median(raw_rates), statistics.median(pipe_rates)
-        print(f"raw aiosmtplib ({conns} connections): median {raw:.0f} msg/s")
-        print(f"delivery role end-to-end ({conns} connections): median {pipe:.0f} msg/s")
-        print(f"ratio delivery/raw: {pipe / raw:.1%} (median of per-run ratios "
-              f"{statistics.median(p / r for p, r in zip(pipe_rates, raw_rates, strict=True)):.1%})")
-        print(f"client-process CPU per message: raw {statistics.median(raw_cpu):.0f} us, "
-              f"delivery {statistics.median(pipe_cpu):.0f} us")
+            raw_rates, pipe_rates, raw_cpu, pipe_cpu = [], [], [], []
+            for run in range(args.runs):
+                cpu = time.process_time()
+                raw_rates.append(await raw_run(port, n, conns, data))
+                raw_cpu.append((time.process_time() - cpu) / n * 1e6)
+                ids = await stage(ctx.pool, w, n)
+                await outbox.publish_rows(ctx.pool, ctx.publisher, ids)  # tasks wait in the queue
+                stop = asyncio.Event()
+                cpu = time.process_time()
+                started = time.perf_counter()
+                task = asyncio.create_task(delivery.run(ctx, stop))
+                for _ in range(int(600 / 0.05)):
+                    sent = await ctx.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'sent'")
+                    if sent >= n * (run + 1):
+                        break
+                    await asyncio.sleep(0.05)
+                elapsed = time.perf_counter() - started
+                stop.set()
+                await task
+                pipe_cpu.append((time.process_time() - cpu) / n * 1e6)
+                pipe_rates.append(n / elapsed)
+                print(f"run {run + 1}: raw {raw_rates[-1]:.0f} msg/s ({raw_cpu[-1]:.0f} us CPU/msg), "
+                      f"delivery {pipe_rates[-1]:.0f} msg/s ({pipe_cpu[-1]:.0f} us CPU/msg in this process), "
+                      f"ratio {pipe_rates[-1] / raw_rates[-1]:.1%}", flush=True)
+            # Nothing lost, nothing recorded twice: one email.sent event and one count per message.
+            events = await ctx.pool.fetchval("SELECT count(*) FROM events WHERE type = 'email.sent'")
+            total = await ctx.pool.fetchval("SELECT sent_total FROM mailboxes WHERE id = $1", mbx)
+            assert events == total == n * args.runs, (events, total)
+            raw, pipe = statistics.median(raw_rates), statistics.median(pipe_rates)
+            print(f"raw aiosmtplib ({conns} connections): median {raw:.0f} msg/s")
+            print(f"delivery role end-to-end ({conns} connections): median {pipe:.0f} msg/s")
+            print(f"ratio delivery/raw: {pipe / raw:.1%} (median of per-run ratios "
+                  f"{median_ratio(pipe_rates, raw_rates):.1%})")
+            print(f"client-process CPU per message: raw {statistics.median(raw_cpu):.0f} us, "
+                  f"delivery {statistics.median(pipe_cpu):.0f} us")
     finally:
-        conn = await aio_pika.connect(AMQP_URL)
-        channel = await conn.channel()
-        await Topology(settings).delete(channel)
-        await conn.close()
-        await close_context(ctx)
-        await drop_test_database(db)
-        tmp.cleanup()
         assert sink.stdin is not None
         sink.stdin.close()
         sink.wait(timeout=10)

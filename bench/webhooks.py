@@ -17,37 +17,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aio_pika
 import aiohttp
 import asyncpg
 import orjson
 
+from bench._common import median_ratio, throwaway_context
 from consumers import dispatcher
-from consumers.runner import close_context, open_context
 from gateway import events, outbox
-from gateway.bus.topology import Topology
-from gateway.config import Settings
 from gateway.db import webhooks as whdb
 from gateway.webhooks import signing
 from tests.support import factories
-from tests.support.services import (
-    AMQP_URL,
-    create_test_database,
-    drop_test_database,
-    dsn_for,
-    ensure_template,
-)
 
 RECEIVER = """
 import socket, sys
@@ -145,47 +133,31 @@ async def main() -> None:
         [sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
     assert receiver.stdout is not None
     url = f"http://127.0.0.1:{int(receiver.stdout.readline())}/hook"
-    db = await create_test_database(await ensure_template())
-    tmp = tempfile.TemporaryDirectory()
-    settings = Settings(
-        database_url=dsn_for(db), amqp_url=AMQP_URL, amqp_prefix=f"bench{secrets.token_hex(3)}.",
-        data_dir=Path(tmp.name), secret_key="bench-secret",  # type: ignore[arg-type]
-        webhooks_allow_private=True, webhook_concurrency=max(64, conc),
-        webhook_concurrency_per_endpoint=conc, log_level="warning", log_format="json",
-    )
-    from gateway.logging import configure
-
-    configure("json", "warning")
-    ctx = await open_context(settings, "bench")
     try:
-        t = await factories.tenant(ctx.pool)
-        await whdb.create_endpoint(
-            ctx.pool, workspace_id=t.workspace_id, url=url, events=["*"], description="bench",
-            enabled=True, secret_enc=ctx.vault.encrypt(signing.new_secret()),
-        )
-        body = orjson.dumps(events.make_event("email.sent", t.workspace_id, DATA))
-        raw_rates, hook_rates = [], []
-        for run in range(args.runs):
-            raw_rates.append(await raw_run(url, n, conc, body))
-            ids = await stage_events(ctx.pool, t.workspace_id, n)
-            await outbox.publish_rows(ctx.pool, ctx.publisher, ids)  # events wait in the queue
-            hook_rates.append(await dispatcher_run(ctx, n, n * run))
-            print(f"run {run + 1}: raw {raw_rates[-1]:.0f} POST/s, dispatcher {hook_rates[-1]:.0f} "
-                  f"deliveries/s", flush=True)
-        raw, hook = statistics.median(raw_rates), statistics.median(hook_rates)
-        print(f"raw aiohttp POST (concurrency {conc}): median {raw:.0f}/s")
-        print(f"dispatcher end-to-end (signed, recorded; concurrency {conc}): median {hook:.0f}/s")
-        ratios = [h / r for h, r in zip(hook_rates, raw_rates, strict=True)]
-        print(f"ratio of medians dispatcher/raw: {hook / raw:.1%}; "
-              f"median of per-run ratios: {statistics.median(ratios):.1%}")
+        async with throwaway_context(
+            webhooks_allow_private=True, webhook_concurrency=max(64, conc),
+            webhook_concurrency_per_endpoint=conc,
+        ) as ctx:
+            t = await factories.tenant(ctx.pool)
+            await whdb.create_endpoint(
+                ctx.pool, workspace_id=t.workspace_id, url=url, events=["*"], description="bench",
+                enabled=True, secret_enc=ctx.vault.encrypt(signing.new_secret()),
+            )
+            body = orjson.dumps(events.make_event("email.sent", t.workspace_id, DATA))
+            raw_rates, hook_rates = [], []
+            for run in range(args.runs):
+                raw_rates.append(await raw_run(url, n, conc, body))
+                ids = await stage_events(ctx.pool, t.workspace_id, n)
+                await outbox.publish_rows(ctx.pool, ctx.publisher, ids)  # events wait in the queue
+                hook_rates.append(await dispatcher_run(ctx, n, n * run))
+                print(f"run {run + 1}: raw {raw_rates[-1]:.0f} POST/s, dispatcher {hook_rates[-1]:.0f} "
+                      f"deliveries/s", flush=True)
+            raw, hook = statistics.median(raw_rates), statistics.median(hook_rates)
+            print(f"raw aiohttp POST (concurrency {conc}): median {raw:.0f}/s")
+            print(f"dispatcher end-to-end (signed, recorded; concurrency {conc}): median {hook:.0f}/s")
+            print(f"ratio of medians dispatcher/raw: {hook / raw:.1%}; "
+                  f"median of per-run ratios: {median_ratio(hook_rates, raw_rates):.1%}")
     finally:
-        conn = await aio_pika.connect(AMQP_URL)
-        channel = await conn.channel()
-        await Topology(settings).delete(channel)
-        await conn.close()
-        await close_context(ctx)
-        await drop_test_database(db)
-        tmp.cleanup()
         receiver.terminate()
         receiver.wait(timeout=10)
 

@@ -57,6 +57,12 @@ async def message_event_data(conn: asyncpg.Connection, message_id: str) -> dict[
     )
     if row is None:
         raise LookupError(f"message {message_id} not found")
+    return message_data(row)
+
+
+def message_data(row: asyncpg.Record) -> dict[str, Any]:
+    """`message_event_data` from a row that already has the message's columns, its
+    conversation's identity `handle` and its `mailbox_email` (no extra query)."""
     return {
         "conversationId": row["conversation_id"],
         "identity": row["handle"],

@@ -53,13 +53,21 @@ async def publish_rows(pool: asyncpg.Pool, publisher: Publisher, ids: list[int])
             " ORDER BY id FOR UPDATE SKIP LOCKED",
             ids,
         )
-        for row in rows:
-            await _publish(publisher, row)
-        if rows:
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
-            )
+        await _publish_and_stamp(conn, publisher, rows)
+
+
+async def _publish_and_stamp(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, publisher: Publisher,
+    rows: list[asyncpg.Record],
+) -> None:
+    """Publish the locked rows in order, then mark them published (in the caller's transaction)."""
+    for row in rows:
+        await _publish(publisher, row)
+    if rows:
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in rows],
+        )
 
 
 async def _publish(publisher: Publisher, row: asyncpg.Record) -> None:
@@ -86,11 +94,5 @@ async def relay_due(
             grace_seconds,
             limit,
         )
-        for row in rows:
-            await _publish(publisher, row)
-        if rows:
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
-            )
+        await _publish_and_stamp(conn, publisher, rows)
         return len(rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import asyncpg
 import orjson
@@ -101,10 +101,6 @@ async def unsubscribe_token(conn: asyncpg.Pool | asyncpg.Connection, row: asyncp
     return token
 
 
-async def _message_data(conn: asyncpg.Connection, message_id: str) -> dict[str, Any]:
-    return await events.message_event_data(conn, message_id)
-
-
 async def _job_done(
     conn: asyncpg.Connection, row: asyncpg.Record, data: dict[str, Any], error: str | None
 ) -> list[int]:
@@ -154,7 +150,7 @@ async def record_sent(
             recovered = await mailbox_health.record_success(conn, row["mailbox_id"])
             if recovered is not None:
                 ids.append(recovered)
-        data = await _message_data(conn, row["id"])
+        data = await events.message_event_data(conn, row["id"])
         _, oid = await events.stage(
             conn, "email.sent", row["workspace_id"],
             {**data, "sentAt": iso(sent_at), "smtpResponse": response},
@@ -174,21 +170,6 @@ WITH msg AS (UPDATE messages SET status = 'sent', sent_at = $2, smtp_response = 
 INSERT INTO outbox (exchange, routing_key, message_id, body) VALUES ($10, 'email.sent', $7, $11)
 RETURNING id
 """
-
-
-def event_data(row: asyncpg.Record) -> dict[str, Any]:
-    """`events.message_event_data` computed from the claimed row (no extra query)."""
-    return {
-        "conversationId": row["conversation_id"],
-        "identity": row["handle"],
-        "mailbox": {"id": row["mailbox_id"], "email": row["mailbox_email"]},
-        "messageId": row["id"],
-        "rfcMessageId": row["rfc_message_id"],
-        "to": row["to_emails"][0] if row["to_emails"] else None,
-        "from": row["from_email"],
-        "subject": row["subject"],
-        "metadata": row["metadata"] or {},
-    }
 
 
 def needs_full_record(row: asyncpg.Record) -> bool:
@@ -240,7 +221,7 @@ def _sent_event(row: asyncpg.Record, response: str) -> tuple[datetime, dict[str,
     sent_at = now()
     event = events.make_event(
         "email.sent", row["workspace_id"],
-        {**event_data(row), "sentAt": iso(sent_at), "smtpResponse": response},
+        {**events.message_data(row), "sentAt": iso(sent_at), "smtpResponse": response},
     )
     return sent_at, event
 
@@ -264,6 +245,30 @@ async def record_sent_many(
     return [(oids[event["id"]], event) for *_, event in made]
 
 
+async def _attempt_failed(
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    status: Literal["queued", "failed"],
+    code: int | None,
+    error: str,
+    health_error: str | None,
+    threshold: int,
+) -> list[int]:
+    """Set the message's status (`queued` to retry, `failed` to give up) after a failed attempt
+    and count the failure on its mailbox; returns the outbox id of a `mailbox.unhealthy`."""
+    await conn.execute(
+        "UPDATE messages SET status = $4, sending_until = NULL, smtp_code = $2, error = $3"
+        " WHERE id = $1",
+        row["id"], code, error[:2000], status,
+    )
+    ids: list[int] = []
+    if health_error is not None and row["mailbox_id"]:
+        tipped = await mailbox_health.record_failure(conn, row["mailbox_id"], health_error, threshold)
+        if tipped is not None:
+            ids.append(tipped)
+    return ids
+
+
 async def record_retry(
     pool: asyncpg.Pool,
     topology: Topology,
@@ -278,16 +283,7 @@ async def record_retry(
     """Back to `queued` and a retry task staged for the delay queue of `delay` seconds."""
     async with pool.acquire() as proxy, proxy.transaction():
         conn = cast(asyncpg.Connection, proxy)  # the core helpers are typed for Connection
-        await conn.execute(
-            "UPDATE messages SET status = 'queued', sending_until = NULL, smtp_code = $2, error = $3"
-            " WHERE id = $1",
-            row["id"], code, error[:2000],
-        )
-        ids: list[int] = []
-        if health_error is not None and row["mailbox_id"]:
-            tipped = await mailbox_health.record_failure(conn, row["mailbox_id"], health_error, threshold)
-            if tipped is not None:
-                ids.append(tipped)
+        ids = await _attempt_failed(conn, row, "queued", code, error, health_error, threshold)
         body = orjson.dumps({"messageId": row["id"], "attempt": row["attempts"] + 1})
         ids.append(
             await outbox.stage(
@@ -309,17 +305,8 @@ async def record_failed(
 ) -> list[int]:
     async with pool.acquire() as proxy, proxy.transaction():
         conn = cast(asyncpg.Connection, proxy)  # the core helpers are typed for Connection
-        await conn.execute(
-            "UPDATE messages SET status = 'failed', sending_until = NULL, smtp_code = $2, error = $3"
-            " WHERE id = $1",
-            row["id"], code, error[:2000],
-        )
-        ids: list[int] = []
-        if health_error is not None and row["mailbox_id"]:
-            tipped = await mailbox_health.record_failure(conn, row["mailbox_id"], health_error, threshold)
-            if tipped is not None:
-                ids.append(tipped)
-        data = await _message_data(conn, row["id"])
+        ids = await _attempt_failed(conn, row, "failed", code, error, health_error, threshold)
+        data = await events.message_event_data(conn, row["id"])
         _, oid = await events.stage(
             conn, "email.failed", row["workspace_id"],
             {**data, "smtpCode": code, "smtpMessage": error, "attempts": row["attempts"]},

@@ -27,7 +27,9 @@ import orjson
 from gateway import events
 from gateway.bus.publisher import Publisher
 from gateway.bus.topology import EVENTS
-from gateway.db import inbound as db
+from gateway.db import inbound_leases as leasedb
+from gateway.db import inbound_lookups as lookups
+from gateway.db import inbound_writes as writes
 from gateway.ids import new_id
 from gateway.inbound.classify import Classified, Fetched, classify
 from gateway.logging import get_logger
@@ -106,7 +108,7 @@ class _Plan:
     c: Classified
     outcome: str
     claim: tuple[str, str, str | None] | None = None  # (rfc_message_id, outcome, message_id)
-    quarantine: db.QuarantineRow | None = None
+    quarantine: writes.QuarantineRow | None = None
     reply: _Reply | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -192,14 +194,16 @@ class Ingestor:
         staged: list[Staged] = []
         async with self.pool.acquire() as acquired, acquired.transaction():
             conn = cast(asyncpg.Connection, acquired)
-            if self.lease_owner is not None and not await db.hold_lease(conn, mailbox.id, self.lease_owner):
+            if self.lease_owner is not None and not await leasedb.hold_lease(
+                conn, mailbox.id, self.lease_owner
+            ):
                 raise LeaseLost(mailbox.id)
             if items:
                 staged = await self._persist(conn, mailbox, folder, uidvalidity,
                                              list(zip(items, classified, strict=True)), result)
             if self.fault:
                 self.fault("persisted")
-            await db.set_cursor(conn, mailbox.id, folder, uidvalidity, through_uid)
+            await leasedb.set_cursor(conn, mailbox.id, folder, uidvalidity, through_uid)
         if self.fault:
             self.fault("committed")
         return result, staged
@@ -219,7 +223,7 @@ class Ingestor:
                 return_exceptions=True,
             )
             done = [oid for (oid, _, _), out in zip(staged, outcomes, strict=True) if out is None]
-            await db.mark_published(self.pool, done)
+            await writes.mark_published(self.pool, done)
             failed = [out for out in outcomes if isinstance(out, BaseException)]
             if failed:
                 log.warning("inbound_publish_deferred", mailbox=mailbox.id, failed=len(failed),
@@ -238,28 +242,30 @@ class Ingestor:
     ) -> list[Staged]:
         """Every message's outcome and rows; returns the staged (outbox id, event, body)."""
         ids = sorted({c.rfc_message_id for _, c in batch})
-        mailbox_email, seen = await db.batch_context(conn, mailbox.id, ids)
+        mailbox_email, seen = await lookups.batch_context(conn, mailbox.id, ids)
         mails = [c for _, c in batch if c.kind == "mail" and c.parsed is not None]
-        own = await db.own_outbound_ids(conn, mailbox.workspace_id, sorted({c.rfc_message_id for c in mails}))
+        own = await lookups.own_outbound_ids(
+            conn, mailbox.workspace_id, sorted({c.rfc_message_id for c in mails})
+        )
         threads = await self._threads(conn, mailbox, [c for c in mails if c.rfc_message_id not in own
                                                       and c.rfc_message_id not in seen])
         plans: list[_Plan] = []
         for item, c in batch:
             plans.append(await self._plan(conn, mailbox, mailbox_email, item, c, seen, own, threads))
 
-        claimed = await db.claim_many(conn, mailbox.id, [p.claim for p in plans if p.claim is not None])
+        claimed = await writes.claim_many(conn, mailbox.id, [p.claim for p in plans if p.claim is not None])
         for p in plans:
             if p.claim is not None and p.claim[0] not in claimed and p.outcome != "own":
                 p.outcome, p.quarantine, p.reply = "duplicate", None, None  # lost a race: no writes
-        await db.quarantine_many(conn, mailbox_id=mailbox.id, folder=folder, uidvalidity=uidvalidity,
+        await writes.quarantine_many(conn, mailbox_id=mailbox.id, folder=folder, uidvalidity=uidvalidity,
                                  rows=[p.quarantine for p in plans if p.quarantine is not None])
         replies = [p for p in plans if p.reply is not None]
-        inserted = await db.insert_replies(conn, [p.reply.row for p in replies if p.reply is not None])
+        inserted = await writes.insert_replies(conn, [p.reply.row for p in replies if p.reply is not None])
         await self._reply_rows(conn, mailbox, mailbox_email, [p for p in replies if p.reply is not None
                                                                and p.reply.msg_id in inserted])
         evs = [e for p in plans for e in p.events]
         bodies = [orjson.dumps(e) for e in evs]
-        oids = await db.stage_events(conn, EVENTS, mailbox.workspace_id, evs, bodies)
+        oids = await writes.stage_events(conn, EVENTS, mailbox.workspace_id, evs, bodies)
         for p in plans:
             result.count(p.outcome)
         result.outbox_ids.extend(oids)
@@ -273,14 +279,14 @@ class Ingestor:
             assert c.parsed is not None
             refs.update(c.parsed.in_reply_to)
             refs.update(c.parsed.references)
-        by_id = await db.thread_candidates_by_ids(conn, mailbox.workspace_id, mailbox.id, sorted(refs))
+        by_id = await lookups.thread_candidates_by_ids(conn, mailbox.workspace_id, mailbox.id, sorted(refs))
         # Senders that no Message-ID matches in the database (a reply of this batch may still
         # match them by id later: the candidates are a superset).
         senders = [c.parsed.from_addr for c in mails if c.parsed is not None and c.parsed.from_addr
                    and not any(r in by_id for r in [*c.parsed.in_reply_to, *c.parsed.references])]
         by_lead: dict[str, list[_Conversation]] = {}
         activity: dict[str, datetime] = {}
-        for row in await db.thread_candidates_by_lead(conn, mailbox.workspace_id, mailbox.id, senders):
+        for row in await lookups.thread_candidates_by_lead(conn, mailbox.workspace_id, mailbox.id, senders):
             by_lead.setdefault(row["lead_key"], []).append(_Conversation.of(row))
             activity[row["id"]] = row["last_activity_at"]
         return _Threads(mailbox.id, {k: _Conversation.of(r) for k, r in by_id.items()}, by_lead, activity)
@@ -305,7 +311,7 @@ class Ingestor:
                 return _Plan(item, c, "duplicate")
             seen.add(rfc)
             return _Plan(item, c, reason, claim=(rfc, "quarantined", None),
-                         quarantine=db.QuarantineRow(item.uid, rfc, reason, item.raw, detail))
+                         quarantine=writes.QuarantineRow(item.uid, rfc, reason, item.raw, detail))
 
         if c.kind == "unparseable" or c.parsed is None:
             return keep("unparseable", c.error)
@@ -360,9 +366,9 @@ class Ingestor:
         """Attachments, conversation counters and `reply.received` of the inserted replies."""
         with_files = sorted({p.reply.conv.id for p in plans if p.reply is not None and p.c.parsed is not None
                              and p.c.parsed.attachments})
-        counts = await db.attachment_counts(conn, with_files)
+        counts = await lookups.attachment_counts(conn, with_files)
         files: list[tuple[str, ParsedAttachment]] = []
-        rows: list[db.AttachmentRow] = []
+        rows: list[writes.AttachmentRow] = []
         touched: dict[str, tuple[int, datetime]] = {}
         for p in plans:
             reply, parsed, at = p.reply, p.c.parsed, p.c.received_at
@@ -373,7 +379,7 @@ class Ingestor:
             for position, part in enumerate(parsed.attachments):
                 key = new_key(mailbox.workspace_id, part.filename)
                 files.append((key, part))
-                rows.append(db.AttachmentRow(key, part.filename, part.content_type, len(part.data),
+                rows.append(writes.AttachmentRow(key, part.filename, part.content_type, len(part.data),
                                              reply.msg_id, conv_id, position))
                 described.append({
                     "filename": part.filename,
@@ -407,8 +413,8 @@ class Ingestor:
             p.events.append(events.make_event("reply.received", mailbox.workspace_id, data))
         # Files are written before the commit: a crash leaves an orphan file, never a row without one.
         await asyncio.gather(*(self.storage.put(key, part.data) for key, part in files))
-        await db.insert_attachments(conn, mailbox.workspace_id, rows)
-        await db.touch_conversations(conn, touched)
+        await writes.insert_attachments(conn, mailbox.workspace_id, rows)
+        await writes.touch_conversations(conn, touched)
 
     async def _bounce(
         self,
@@ -424,30 +430,30 @@ class Ingestor:
         targets: list[tuple[asyncpg.Record, BounceRecipient | None]] = []
         original = None
         if bounce.original_message_id:
-            original = await db.sent_by_rfc_id(conn, mailbox.workspace_id, bounce.original_message_id)
+            original = await lookups.sent_by_rfc_id(conn, mailbox.workspace_id, bounce.original_message_id)
         if original is not None:
             to = {str(t).lower() for t in original["to_emails"]}
             rcpt = next((r for r in bounce.recipients if r.email.lower() in to), None)
             targets.append((original, rcpt or (bounce.recipients[0] if bounce.recipients else None)))
         else:
             for r in bounce.recipients:
-                sent = await db.latest_sent_to(conn, mailbox.id, r.email)
+                sent = await lookups.latest_sent_to(conn, mailbox.id, r.email)
                 if sent is not None:
                     targets.append((sent, r))
         if not targets:
             return keep("unmatched_bounce", f"original {bounce.original_message_id}")
         seen.add(c.rfc_message_id)
-        if not await db.claim(conn, mailbox.id, c.rfc_message_id, "bounce", targets[0][0]["id"]):
+        if not await writes.claim(conn, mailbox.id, c.rfc_message_id, "bounce", targets[0][0]["id"]):
             return _Plan(item, c, "duplicate")
         plan = _Plan(item, c, "bounce")
         for sent, rcpt in targets:
             bounce_type = rcpt.bounce_type if rcpt else bounce.bounce_type
             diagnostic = rcpt.diagnostic if rcpt else None
             if bounce_type == "hard":
-                await db.mark_bounced(conn, sent["id"], diagnostic)
+                await writes.mark_bounced(conn, sent["id"], diagnostic)
                 email = rcpt.email if rcpt else (sent["to_emails"][0] if sent["to_emails"] else None)
                 if email:
-                    await db.suppress_hard_bounce(conn, mailbox.workspace_id, email)
+                    await writes.suppress_hard_bounce(conn, mailbox.workspace_id, email)
             data = await events.message_event_data(conn, sent["id"])
             data.update(bounceType=bounce_type, status=rcpt.status if rcpt else None, diagnostic=diagnostic)
             plan.events.append(events.make_event("email.bounced", mailbox.workspace_id, data))

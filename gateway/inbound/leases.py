@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from gateway.db import inbound as db
+from gateway.db import inbound_leases as leasedb
 
 
 def new_owner() -> str:
@@ -40,27 +40,27 @@ class LeaseManager:
 
     async def tick(self) -> LeaseChanges:
         changes = LeaseChanges()
-        alive = await db.heartbeat(self.pool, self.owner, self.seconds)
+        alive = await leasedb.heartbeat(self.pool, self.owner, self.seconds)
         if self.held:
-            still = await db.renew_leases(self.pool, self.owner, sorted(self.held), self.seconds)
+            still = await leasedb.renew_leases(self.pool, self.owner, sorted(self.held), self.seconds)
             changes.lost = sorted(self.held - still)
             if changes.lost:
-                await db.release_leases(self.pool, self.owner, changes.lost)
+                await leasedb.release_leases(self.pool, self.owner, changes.lost)
             self.held = still
-        share = math.ceil(await db.count_eligible(self.pool) / max(alive, 1))
+        share = math.ceil(await leasedb.count_eligible(self.pool) / max(alive, 1))
         if len(self.held) > share:
             changes.to_release = sorted(self.held)[: len(self.held) - share]
         elif len(self.held) < share:
-            got = await db.acquire_leases(self.pool, self.owner, share - len(self.held), self.seconds)
+            got = await leasedb.acquire_leases(self.pool, self.owner, share - len(self.held), self.seconds)
             changes.acquired = [m for m in got if m not in self.held]
             self.held.update(got)
         return changes
 
     async def release(self, mailbox_ids: list[str]) -> None:
         if mailbox_ids:
-            await db.release_leases(self.pool, self.owner, mailbox_ids)
+            await leasedb.release_leases(self.pool, self.owner, mailbox_ids)
         self.held.difference_update(mailbox_ids)
 
     async def release_all(self) -> None:
         await self.release(sorted(self.held))
-        await db.drop_heartbeat(self.pool, self.owner)
+        await leasedb.drop_heartbeat(self.pool, self.owner)

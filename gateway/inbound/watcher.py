@@ -19,7 +19,7 @@ from gateway import outbox
 from gateway.bus.publisher import Publisher
 from gateway.config import Settings
 from gateway.crypto import Vault
-from gateway.db import inbound as db
+from gateway.db import inbound_leases as leasedb
 from gateway.db import mailbox_health
 from gateway.inbound.classify import Classified, Fetched
 from gateway.inbound.ingest import Ingestor, LeaseLost, MailboxRef, Staged, classify_items
@@ -91,7 +91,7 @@ class Watcher:
             await outbox.publish_rows(self.pool, self.publisher, [oid])
 
     async def _session_loop(self, backoff: Backoff) -> None:
-        row = await db.mailbox_for_watch(self.pool, self.mailbox_id)
+        row = await leasedb.mailbox_for_watch(self.pool, self.mailbox_id)
         if row is None or not row["imap"]:
             raise MailboxGone(self.mailbox_id)
         imap = row["imap"]
@@ -104,7 +104,7 @@ class Watcher:
         mailbox = MailboxRef(row["id"], row["workspace_id"], row["email"])
         try:
             state = await session.select(self.folder)
-            cursor = await db.get_cursor(self.pool, mailbox.id, self.folder)
+            cursor = await leasedb.get_cursor(self.pool, mailbox.id, self.folder)
             last = 0
             if cursor is not None and cursor.uidvalidity == state.uidvalidity:
                 last = cursor.last_uid
@@ -112,7 +112,7 @@ class Watcher:
                 if cursor is not None:
                     log.warning("imap_uidvalidity_changed", mailbox=mailbox.id, folder=self.folder,
                                 old=cursor.uidvalidity, new=state.uidvalidity)
-                await db.set_cursor(self.pool, mailbox.id, self.folder, state.uidvalidity, 0)
+                await leasedb.set_cursor(self.pool, mailbox.id, self.folder, state.uidvalidity, 0)
             while True:
                 last = await self._catch_up(session, mailbox, state.uidvalidity, last)
                 backoff.reset()

@@ -9,11 +9,18 @@ import asyncpg
 
 from gateway.db import inbox as db
 from gateway.db import usage
-from gateway.errors import BadRequest, NotFound
+from gateway.errors import NotFound
 from gateway.ids import job_id, new_id
 from gateway.inbox import attachments as att
 from gateway.inbox.models import ForwardRequest
-from gateway.inbox.service import Deps, publish, stage_deliver, transaction
+from gateway.inbox.service import (
+    Deps,
+    named_mailbox,
+    pool_mailbox,
+    publish,
+    stage_deliver,
+    transaction,
+)
 from gateway.mail.forward import ChainMessage, render_forward
 from gateway.mail.threading import forward_subject, new_message_id
 
@@ -82,18 +89,10 @@ async def _forward_mailbox(
     conn: asyncpg.Connection, workspace_id: str, conv: asyncpg.Record, mailbox_id: str | None
 ) -> asyncpg.Record:
     if mailbox_id is not None:
-        mailbox = await db.mailbox_in_workspace(conn, workspace_id, mailbox_id)
-        if mailbox is None:
-            raise NotFound("Mailbox not found")
-        if mailbox["status"] != "active":
-            raise BadRequest(details=[{"field": "fromMailboxId", "message": "Mailbox is not active"}])
-        return mailbox
+        return await named_mailbox(conn, workspace_id, mailbox_id, "fromMailboxId")
     last = await db.last_used_mailbox(conn, conv["id"])
     if last is not None:
         mailbox = await db.mailbox_in_workspace(conn, workspace_id, last)
         if mailbox is not None and mailbox["status"] == "active":
             return mailbox
-    fallback = await db.any_active_pool_mailbox(conn, conv["identity_id"])
-    if fallback is None:
-        raise BadRequest(details=[{"field": "fromMailboxId", "message": "No active mailbox to send from"}])
-    return fallback
+    return await pool_mailbox(conn, conv["identity_id"], "fromMailboxId")

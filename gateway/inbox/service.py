@@ -196,16 +196,31 @@ async def _materialize(
     return await _reply_message(conn, storage, conv, mailbox, due["id"], payload, uploads)
 
 
+async def named_mailbox(
+    conn: asyncpg.Connection, workspace_id: str, mailbox_id: str, field: str
+) -> asyncpg.Record:
+    """The mailbox a request names in `field`: 404 unless it is the workspace's, 400 unless active."""
+    mailbox = await db.mailbox_in_workspace(conn, workspace_id, mailbox_id)
+    if mailbox is None:
+        raise NotFound("Mailbox not found")
+    if mailbox["status"] != "active":
+        raise BadRequest(details=[{"field": field, "message": "Mailbox is not active"}])
+    return mailbox
+
+
+async def pool_mailbox(conn: asyncpg.Connection, identity_id: str, field: str) -> asyncpg.Record:
+    """Any active mailbox of the identity's pool; 400 naming `field` when there is none."""
+    fallback = await db.any_active_pool_mailbox(conn, identity_id)
+    if fallback is None:
+        raise BadRequest(details=[{"field": field, "message": "No active mailbox to send from"}])
+    return fallback
+
+
 async def _reply_mailbox(
     conn: asyncpg.Connection, workspace_id: str, conv: asyncpg.Record, mailbox_id: str | None
 ) -> asyncpg.Record:
     if mailbox_id is not None:
-        mailbox = await db.mailbox_in_workspace(conn, workspace_id, mailbox_id)
-        if mailbox is None:
-            raise NotFound("Mailbox not found")
-        if mailbox["status"] != "active":
-            raise BadRequest(details=[{"field": "mailboxId", "message": "Mailbox is not active"}])
-        return mailbox
+        return await named_mailbox(conn, workspace_id, mailbox_id, "mailboxId")
     if conv["mailbox_id"] is not None:
         mailbox = await db.mailbox_in_workspace(conn, workspace_id, conv["mailbox_id"])
         if mailbox is not None and mailbox["status"] == "active":
@@ -214,10 +229,7 @@ async def _reply_mailbox(
             "field": "mailboxId",
             "message": "The conversation's mailbox is not active; choose one with mailboxId",
         }])
-    fallback = await db.any_active_pool_mailbox(conn, conv["identity_id"])
-    if fallback is None:
-        raise BadRequest(details=[{"field": "mailboxId", "message": "No active mailbox to send from"}])
-    return fallback
+    return await pool_mailbox(conn, conv["identity_id"], "mailboxId")
 
 
 def _body_parts(body: str) -> tuple[str, str]:

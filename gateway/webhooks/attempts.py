@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
 
 from gateway.webhooks.egress import PostResult
 from gateway.webhooks.schedule import next_attempt_delay, respect_retry_after
@@ -27,10 +26,9 @@ def retry_delay(
     """Seconds before attempt `attempt + 1`, with jitter; None once the schedule is spent.
 
     `MAILGW_WEBHOOK_RETRY_SCHEDULE` lists the waits between attempts (the default adds up to
-    about three days); `schedule.next_attempt_delay` takes offsets from the first attempt,
-    so the waits are summed into offsets first.
+    about three days).
     """
-    return next_attempt_delay(list(accumulate(schedule)), attempt, rng=rng)
+    return next_attempt_delay(schedule, attempt, rng=rng)
 
 
 def describe_failure(result: PostResult) -> str:

@@ -1,4 +1,5 @@
-"""Webhook retry schedule, jittered delays, and the event type catalogue."""
+"""Webhook retries (the schedule's waits between attempts, jittered; Retry-After) and the
+event type catalogue."""
 
 from __future__ import annotations
 
@@ -24,29 +25,8 @@ WILDCARD = "*"
 _RNG = random.Random()
 
 
-def parse_schedule(value: str) -> list[int]:
-    """Parse `5,300,1800`: seconds after the first attempt, strictly increasing, positive."""
-    items = [part.strip() for part in value.split(",")]
-    if not value.strip():
-        raise ValueError("retry schedule is empty: give comma-separated seconds, e.g. '5,300,1800'")
-    schedule: list[int] = []
-    for item in items:
-        if not (item.isascii() and item.isdigit()):
-            raise ValueError(f"retry schedule entry {item!r} is not a whole number of seconds")
-        seconds = int(item)
-        if seconds <= 0:
-            raise ValueError(f"retry schedule entry {item!r} must be positive")
-        if schedule and seconds <= schedule[-1]:
-            raise ValueError(
-                f"retry schedule must be strictly increasing (offsets from the first attempt): "
-                f"{seconds} follows {schedule[-1]}"
-            )
-        schedule.append(seconds)
-    return schedule
-
-
 def next_attempt_delay(
-    schedule: Sequence[int],
+    waits: Sequence[int],
     attempt: int,
     *,
     jitter: float = 0.1,
@@ -54,21 +34,21 @@ def next_attempt_delay(
 ) -> float | None:
     """Seconds from now until the next attempt, after `attempt` attempts; None when exhausted.
 
-    Offsets count from the first attempt, so the wait is the gap between consecutive
-    offsets (the first retry waits offset[0]), scaled by a random factor in
-    [1 - jitter, 1 + jitter] so that retries of many deliveries do not arrive together.
+    `waits` is the retry schedule (`MAILGW_WEBHOOK_RETRY_SCHEDULE`): the wait between one
+    attempt and the next, so attempt n is followed by waits[n - 1], scaled by a random factor
+    in [1 - jitter, 1 + jitter] so that retries of many deliveries do not arrive together.
     """
     if attempt < 1:
         raise ValueError("attempt counts attempts already made and starts at 1")
     if not 0 <= jitter < 1:
         raise ValueError("jitter must be a fraction in [0, 1)")
-    if attempt > len(schedule):
+    if attempt > len(waits):
         return None
-    gap = schedule[attempt - 1] - (schedule[attempt - 2] if attempt >= 2 else 0)
+    wait = waits[attempt - 1]
     if jitter == 0:
-        return float(gap)
+        return float(wait)
     factor = 1 + (rng or _RNG).uniform(-jitter, jitter)
-    return gap * factor
+    return wait * factor
 
 
 def respect_retry_after(delay: float | None, retry_after: float | None, cap: float) -> float | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.config import Settings
@@ -357,3 +358,39 @@ async def make_tenant(
 @pytest.fixture
 async def tenant(api: Api, sink: SmtpSink) -> Tenant:
     return await make_tenant(api, sink)
+
+
+# -- webhook receiver -------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    url: str
+    got: asyncio.Queue[tuple[dict[str, str], bytes]]
+    fail_next: list[int]  # [n]: answer the next n POSTs with 500 and a 4 KiB body
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    got: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
+
+    fail_next = [0]
+
+    async def hook(request: web.Request) -> web.Response:
+        got.put_nowait((dict(request.headers), await request.read()))
+        if fail_next[0] > 0:
+            fail_next[0] -= 1
+            return web.Response(status=500, text="x" * 4096)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield Receiver(f"http://127.0.0.1:{port}/hook", got, fail_next)
+    finally:
+        await runner.cleanup()

@@ -18,7 +18,7 @@ import pytest
 
 from gateway import events
 from gateway.config import Settings
-from gateway.db import inbound as db
+from gateway.db import inbound_leases as leasedb
 from gateway.db import inbox as inboxdb
 from gateway.ids import new_id
 from gateway.inbound import ingest as ingest_mod
@@ -135,7 +135,7 @@ async def test_same_message_id_twice_in_one_batch_is_stored_once(
     assert await count(pool, "SELECT count(*) FROM inbound_seen WHERE mailbox_id = $1", lab.mailbox_id) == 1
     assert await count(pool, "SELECT count(*) FROM inbound_quarantine") == 0
     assert await count(pool, "SELECT unread_count FROM conversations WHERE id = $1", lab.conversation_id) == 1
-    cursor = await db.get_cursor(pool, lab.mailbox_id, lab.folder)
+    cursor = await leasedb.get_cursor(pool, lab.mailbox_id, lab.folder)
     assert cursor is not None and cursor.last_uid == uids[-1]  # both UIDs are behind the cursor
 
 
@@ -386,7 +386,7 @@ async def test_failure_mid_batch_rolls_back_all_and_replay_stores_each_once(
     assert await pool.fetchval("SELECT status FROM messages WHERE id = $1", lab.sent_message_id) == "sent"
     assert await count(pool, "SELECT unread_count FROM conversations WHERE id = $1", lab.conversation_id) == 0
     assert await count(pool, "SELECT bounced_total FROM mailboxes WHERE id = $1", lab.mailbox_id) == 0
-    assert await db.get_cursor(pool, lab.mailbox_id, lab.folder) is None
+    assert await leasedb.get_cursor(pool, lab.mailbox_id, lab.folder) is None
 
     # The batch is fetched again (the cursor did not move): each message is handled once.
     uids, last = await fetch_batch(ingestor(pool, settings), lab)

@@ -19,7 +19,7 @@ from consumers.poller import run as run_poller
 from consumers.runner import close_context, open_context
 from gateway.config import Settings
 from gateway.crypto import Vault
-from gateway.db import inbound as db
+from gateway.db import inbound_leases as leasedb
 from gateway.inbound.session import ImapSession
 from gateway.timefmt import now
 from tests.integration.inbound.conftest import Appender, make_dsn, make_lab, wait_for
@@ -54,7 +54,7 @@ async def test_reply_ooo_and_bounce_through_the_lab(
     try:
         state = await session.select("INBOX")
         last = max(0, (state.uidnext or 1) - 1)
-        await db.set_cursor(pool, lab.mailbox_id, "INBOX", state.uidvalidity, last)
+        await leasedb.set_cursor(pool, lab.mailbox_id, "INBOX", state.uidvalidity, last)
     finally:
         await session.close()
 

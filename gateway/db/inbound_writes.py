@@ -1,0 +1,282 @@
+"""Writes of ingestion, run in the batch's transaction: claims, quarantine, replies with their
+attachments, bounces, and the events staged with their outbox rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.ids import new_id
+
+# --- exactly once -------------------------------------------------------------------------
+
+
+async def claim(
+    conn: asyncpg.Connection, mailbox_id: str, rfc_message_id: str, outcome: str, message_id: str | None
+) -> bool:
+    """Record that this message is handled; False when it was handled before."""
+    got = await conn.fetchval(
+        "INSERT INTO inbound_seen (mailbox_id, rfc_message_id, outcome, message_id)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+        mailbox_id, rfc_message_id, outcome, message_id,
+    )
+    return got is not None
+
+
+async def claim_many(
+    conn: asyncpg.Connection, mailbox_id: str, claims: list[tuple[str, str, str | None]]
+) -> set[str]:
+    """`claim` for many (rfc_message_id, outcome, message_id); returns the Message-IDs claimed now."""
+    if not claims:
+        return set()
+    rows = await conn.fetch(
+        "INSERT INTO inbound_seen (mailbox_id, rfc_message_id, outcome, message_id)"
+        " SELECT $1, u.rfc, u.outcome, u.msg"
+        " FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(rfc, outcome, msg, ord)"
+        " ORDER BY u.ord ON CONFLICT DO NOTHING RETURNING rfc_message_id",
+        mailbox_id, [c[0] for c in claims], [c[1] for c in claims], [c[2] for c in claims],
+    )
+    return {r["rfc_message_id"] for r in rows}
+
+
+# --- quarantine ---------------------------------------------------------------------------
+
+
+async def quarantine(
+    conn: asyncpg.Connection,
+    *,
+    mailbox_id: str,
+    folder: str,
+    uidvalidity: int,
+    uid: int,
+    rfc_message_id: str,
+    reason: str,
+    raw: bytes,
+    detail: str | None,
+) -> str:
+    qid = new_id("inq")
+    await conn.execute(
+        "INSERT INTO inbound_quarantine (id, mailbox_id, folder, uidvalidity, uid, rfc_message_id,"
+        " reason, raw, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        qid, mailbox_id, folder, uidvalidity, uid, rfc_message_id, reason, raw,
+        detail[:1000] if detail else None,
+    )
+    return qid
+
+
+@dataclass(frozen=True)
+class QuarantineRow:
+    uid: int
+    rfc_message_id: str
+    reason: str
+    raw: bytes
+    detail: str | None
+
+
+async def quarantine_many(
+    conn: asyncpg.Connection, *, mailbox_id: str, folder: str, uidvalidity: int, rows: list[QuarantineRow]
+) -> None:
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO inbound_quarantine (id, mailbox_id, folder, uidvalidity, uid, rfc_message_id,"
+        " reason, raw, detail)"
+        " SELECT u.id, $1, $2, $3, u.uid, u.rfc, u.reason, u.raw, u.detail"
+        " FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::bytea[], $9::text[])"
+        "  WITH ORDINALITY AS u(id, uid, rfc, reason, raw, detail, ord) ORDER BY u.ord",
+        mailbox_id, folder, uidvalidity,
+        [new_id("inq") for _ in rows], [r.uid for r in rows], [r.rfc_message_id for r in rows],
+        [r.reason for r in rows], [bytes(r.raw) for r in rows],
+        [r.detail[:1000] if r.detail else None for r in rows],
+    )
+
+
+# --- replies and attachments --------------------------------------------------------------
+
+
+async def insert_reply(conn: asyncpg.Connection, values: dict[str, Any]) -> bool:
+    """Insert an inbound reply; False when (mailbox, Message-ID) is already there."""
+    cols = list(values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
+    names = ", ".join(f'"{c}"' for c in cols)
+    got = await conn.fetchval(
+        f"INSERT INTO messages ({names}) VALUES ({placeholders})"
+        " ON CONFLICT (mailbox_id, rfc_message_id) WHERE direction = 'inbound' DO NOTHING RETURNING 1",
+        *values.values(),
+    )
+    return got is not None
+
+
+# Columns of an inbound reply, with the types jsonb_to_recordset reads them as.
+REPLY_COLUMNS: dict[str, str] = {
+    "id": "text", "conversation_id": "text", "workspace_id": "text", "mailbox_id": "text",
+    "type": "text", "direction": "text", "rfc_message_id": "text", "in_reply_to": "text",
+    "references": "text[]", "from_email": "text", "from_name": "text", "to_emails": "text[]",
+    "cc_emails": "text[]", "subject": "text", "text_body": "text", "html_body": "text",
+    "reply_text": "text", "metadata": "jsonb", "is_from_lead": "boolean", "is_auto_reply": "boolean",
+    "read": "boolean", "received_at": "timestamptz",
+}
+_REPLY_NAMES = ", ".join(f'"{c}"' for c in REPLY_COLUMNS)
+_REPLY_TYPES = ", ".join(f'"{c}" {t}' for c, t in REPLY_COLUMNS.items())
+
+
+async def insert_replies(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """`insert_reply` for many rows (keys: REPLY_COLUMNS) in one statement; returns the ids
+    inserted (a row whose (mailbox, Message-ID) is already there is skipped)."""
+    if not rows:
+        return set()
+    got = await conn.fetch(
+        # created_at steps by a microsecond per row: one transaction's now() is the same for
+        # every row, and conversation order (attachment numbering, newest message) needs a tie-break.
+        f"INSERT INTO messages ({_REPLY_NAMES}, created_at)"
+        f" SELECT {_REPLY_NAMES}, now() + ord * interval '1 microsecond'"
+        f" FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS ({_REPLY_TYPES}))"
+        f" WITH ORDINALITY AS r({_REPLY_NAMES}, ord) ORDER BY ord"
+        " ON CONFLICT (mailbox_id, rfc_message_id) WHERE direction = 'inbound' DO NOTHING RETURNING id",
+        rows,
+    )
+    return {r["id"] for r in got}
+
+
+async def touch_conversation(
+    conn: asyncpg.Connection, conversation_id: str, unread_increment: int, activity_at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE conversations SET unread_count = unread_count + $2,"
+        " last_activity_at = GREATEST(last_activity_at, $3), updated_at = now() WHERE id = $1",
+        conversation_id, unread_increment, activity_at,
+    )
+
+
+async def touch_conversations(
+    conn: asyncpg.Connection, updates: dict[str, tuple[int, datetime]]
+) -> None:
+    """`touch_conversation` for many: conversation id → (unread increment, latest activity)."""
+    if not updates:
+        return
+    ids = list(updates)
+    await conn.execute(
+        "UPDATE conversations c SET unread_count = c.unread_count + u.inc,"
+        " last_activity_at = GREATEST(c.last_activity_at, u.at), updated_at = now()"
+        " FROM unnest($1::text[], $2::int[], $3::timestamptz[]) AS u(id, inc, at) WHERE c.id = u.id",
+        ids, [updates[i][0] for i in ids], [updates[i][1] for i in ids],
+    )
+
+
+async def insert_attachment(
+    conn: asyncpg.Connection,
+    *,
+    workspace_id: str,
+    key: str,
+    filename: str,
+    content_type: str,
+    size: int,
+    message_id: str,
+    conversation_id: str,
+    position: int,
+) -> None:
+    # clock_timestamp(): rows of one transaction keep their insertion order by created_at.
+    await conn.execute(
+        "INSERT INTO attachments (id, workspace_id, key, filename, content_type, size, message_id,"
+        " conversation_id, position, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp())",
+        new_id("att"), workspace_id, key, filename, content_type, size, message_id,
+        conversation_id, position,
+    )
+
+
+@dataclass(frozen=True)
+class AttachmentRow:
+    key: str
+    filename: str
+    content_type: str
+    size: int
+    message_id: str
+    conversation_id: str
+    position: int
+
+
+async def insert_attachments(conn: asyncpg.Connection, workspace_id: str, rows: list[AttachmentRow]) -> None:
+    if not rows:
+        return
+    # clock_timestamp() per row, in list order: rows keep their insertion order by created_at.
+    await conn.execute(
+        "INSERT INTO attachments (id, workspace_id, key, filename, content_type, size, message_id,"
+        " conversation_id, position, created_at)"
+        " SELECT u.id, $1, u.key, u.filename, u.ctype, u.size, u.msg, u.conv, u.pos, clock_timestamp()"
+        " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],"
+        "  $8::text[], $9::int[]) WITH ORDINALITY AS u(id, key, filename, ctype, size, msg, conv, pos, ord)"
+        " ORDER BY u.ord",
+        workspace_id, [new_id("att") for _ in rows], [r.key for r in rows], [r.filename for r in rows],
+        [r.content_type for r in rows], [r.size for r in rows], [r.message_id for r in rows],
+        [r.conversation_id for r in rows], [r.position for r in rows],
+    )
+
+
+# --- bounces ------------------------------------------------------------------------------
+
+
+async def mark_bounced(conn: asyncpg.Connection, message_id: str, diagnostic: str | None) -> str | None:
+    """Set status `bounced` once; returns the mailbox to count the bounce on when it changed."""
+    row = await conn.fetchrow(
+        "UPDATE messages SET status = 'bounced', error = COALESCE($2, error)"
+        " WHERE id = $1 AND status IS DISTINCT FROM 'bounced' RETURNING mailbox_id",
+        message_id, diagnostic[:1000] if diagnostic else None,
+    )
+    if row is None:
+        return None
+    if row["mailbox_id"] is not None:
+        await conn.execute(
+            "UPDATE mailboxes SET bounced_total = bounced_total + 1, updated_at = now() WHERE id = $1",
+            row["mailbox_id"],
+        )
+    mailbox: str = row["mailbox_id"] or ""
+    return mailbox
+
+
+async def suppress_hard_bounce(conn: asyncpg.Connection, workspace_id: str, email: str) -> None:
+    await conn.execute(
+        "INSERT INTO suppressions (workspace_id, email, reason) VALUES ($1, lower($2), 'hard_bounce')"
+        " ON CONFLICT DO NOTHING",
+        workspace_id, email,
+    )
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+async def stage_events(
+    conn: asyncpg.Connection,
+    exchange: str,
+    workspace_id: str,
+    events: list[dict[str, Any]],
+    bodies: list[bytes],
+) -> list[int]:
+    """`events.stage` for many already-built events (with their serialized bodies): the event
+    rows and their outbox rows in one statement; returns the outbox ids in the events' order."""
+    if not events:
+        return []
+    rows = await conn.fetch(
+        "WITH ev AS (INSERT INTO events (id, workspace_id, type, data)"
+        "  SELECT u.id, $2, u.type, u.data"
+        "  FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS u(id, type, data))"
+        " INSERT INTO outbox (exchange, routing_key, message_id, body, headers, available_at)"
+        " SELECT $1, u.type, u.id, u.body, '{}'::jsonb, now()"
+        " FROM unnest($3::text[], $4::text[], $6::bytea[]) WITH ORDINALITY AS u(id, type, body, ord)"
+        " ORDER BY u.ord RETURNING id, message_id",
+        exchange, workspace_id, [e["id"] for e in events], [e["type"] for e in events],
+        [e["data"] for e in events], bodies,
+    )
+    by_event = {r["message_id"]: int(r["id"]) for r in rows}
+    return [by_event[e["id"]] for e in events]
+
+
+async def mark_published(conn: asyncpg.Connection | asyncpg.Pool, outbox_ids: list[int]) -> None:
+    if outbox_ids:
+        await conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL",
+            outbox_ids,
+        )

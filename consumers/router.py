@@ -30,9 +30,9 @@ from gateway.db import idempotency as idemdb
 from gateway.errors import BadRequest, GatewayError, PermanentError
 from gateway.inbox.commands import forward_command, reply_command
 from gateway.logging import get_logger
-from gateway.send.handler import Outcome, handle_send
+from gateway.send.handler import Outcome, Pending, handle_batch, handle_send, take_batch
 from gateway.send.idempotency import check_key, request_hash
-from gateway.send.models import SendCommand
+from gateway.send.models import SendCommand, prepare
 from gateway.validation import error_details
 
 log = get_logger(__name__)
@@ -48,8 +48,74 @@ async def send_command(ctx: Context, message: AbstractIncomingMessage, body: dic
     except ValidationError as exc:
         raise BadRequest(details=error_details(exc.errors())) from None
     key = check_key(message.message_id, "message_id") if message.message_id else None
+    item = Pending(cmd, prepare(cmd, cmd.workspaceId), key, request_hash(body))
+    batcher = ctx.extras.get("send_batcher")
+    if isinstance(batcher, SendBatcher) and item.batchable:
+        return await batcher.submit(item)
+    return await _send_alone(ctx, item)
+
+
+async def _send_alone(ctx: Context, item: Pending) -> Outcome:
     async with ctx.pool.acquire() as conn:
-        return await handle_send(cast(asyncpg.Connection, conn), cmd, key=key, digest=request_hash(body))
+        return await handle_send(cast(asyncpg.Connection, conn), item.cmd, key=item.key,
+                                 digest=item.digest, prepared=item.prepared)
+
+
+class SendBatcher:
+    """Sends that arrive together share a transaction (`gateway.send.handler.handle_batch`).
+
+    A send alone goes straight through (`handle_send`, one autocommitted statement); while
+    `workers` batches are being written, new sends queue up and form the next batches (one
+    identity per batch, see `take_batch`). When a batch fails, each of its sends runs alone,
+    so every caller gets exactly the answer or error a lone send would have given.
+    """
+
+    def __init__(self, ctx: Context, workers: int = 2) -> None:
+        self.ctx = ctx
+        self.workers = workers
+        self.queue: list[tuple[Pending, asyncio.Future[Outcome]]] = []
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: Pending) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.queue.append((item, future))
+        if len(self.running) < self.workers:
+            task = asyncio.create_task(self._drain())
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        while self.queue:
+            futures = dict((id(it), f) for it, f in self.queue)
+            batch, rest = take_batch([it for it, _ in self.queue])
+            self.queue = [(it, futures[id(it)]) for it in rest]
+            pairs = [(it, futures[id(it)]) for it in batch]
+            await asyncio.shield(self._write(pairs))
+
+    async def _write(self, pairs: list[tuple[Pending, asyncio.Future[Outcome]]]) -> None:
+        results: list[Outcome | BaseException] = []
+        if len(pairs) > 1:
+            try:
+                async with self.ctx.pool.acquire() as conn:
+                    results = list(await handle_batch(cast(asyncpg.Connection, conn),
+                                                      [it for it, _ in pairs]))
+            except Exception as exc:  # rolled back: each send runs alone below
+                log.info("send_batch_split", size=len(pairs), error=repr(exc))
+                results = []
+        if not results:
+            for item, _ in pairs:
+                try:
+                    results.append(await _send_alone(self.ctx, item))
+                except Exception as exc:
+                    results.append(exc)
+        for (_, future), result in zip(pairs, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 COMMAND_HANDLERS: dict[str, CommandHandler] = {
@@ -69,6 +135,7 @@ def _decode(message: AbstractIncomingMessage) -> dict[str, Any]:
 
 async def run(ctx: Context, stop: asyncio.Event) -> None:
     responder = await rpc.Responder.open(ctx.amqp)
+    ctx.extras["send_batcher"] = SendBatcher(ctx)
 
     async def on_command(message: AbstractIncomingMessage) -> None:
         if rpc.expired(message):

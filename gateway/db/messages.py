@@ -1,11 +1,14 @@
 """Outbound message rows written by the router: everything delivery needs (docs/contracts.md).
 
-`record_send` is the router's whole send as ONE autocommitted statement (data-modifying
-CTEs): per recipient the cap reservations (`mailgw_reserve_send`, migration 0010), then new
-conversations (or the replied-to one touched), `type = 'sent'` messages with
-`status = 'queued'`, attachment rows, their deliver tasks in `outbox` (the same rows
-`gateway.outbox.stage` writes), pins, and the answer recorded under the idempotency key.
-No round trip happens while a cap row is locked: locks last one statement.
+`record_send` is the router's whole send as ONE statement (data-modifying CTEs;
+autocommitted alone, or with the other sends of a batch in one transaction): per recipient
+the cap reservations (`mailgw_reserve_send`, migration 0010), then new conversations (or the
+replied-to one touched), `type = 'sent'` messages with `status = 'queued'`, attachment rows,
+their deliver tasks in `outbox` (the same rows `gateway.outbox.stage` writes), pins, and the
+answer recorded under the idempotency key. A send alone holds no cap row lock across a round
+trip (locks last one statement); a batch (`gateway.send.handler.handle_batch`, at most
+`MAX_BATCH` sends of one identity) holds them across its own database statements until its
+one commit, never across a broker round trip.
 """
 
 from __future__ import annotations
@@ -175,7 +178,9 @@ FROM answer
 
 
 async def record_send(conn: Tx | asyncpg.Pool, w: SendWrite) -> Written:
-    """The whole send as one autocommitted statement: reservations, rows, tasks, the answer.
+    """The whole send as one statement: reservations, rows, tasks, the answer. Autocommitted
+    for a send alone; several sends of one identity may share a transaction
+    (`gateway.send.handler.handle_batch`), which then commits or rolls back all of them.
 
     Raises `KeyTaken` (nothing written) when the idempotency key was recorded meanwhile.
     """

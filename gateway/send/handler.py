@@ -5,9 +5,18 @@ a new conversation: one read (identity, pool, suppressions and pins of the recip
 one autocommitted write statement (`gateway.db.messages.record_send`) that reserves the
 caps (single-statement reservations in `mailgw_reserve_send`, exact under concurrency),
 writes conversation, message, attachments and the deliver task, and records the answer
-under the idempotency key — so no cap row stays locked across a network round trip. A reply
+under the idempotency key — so a lone send holds no cap row lock across a round trip. A reply
 adds the thread read and its lead's suppression check; attachments add the upload lookup.
 The caller publishes `Outcome.tasks` after the write and answers with `status` / `body`.
+
+`handle_batch` is the router's fast path for several new-conversation sends of one identity
+that arrive together: one read for all of them (their leads' suppressions and pins with the
+identity), then the same write statement per send inside ONE transaction, so the batch pays
+one commit (one WAL flush) instead of one per send. The cap rows it reserves stay locked
+until that commit: the transaction holds only database statements (no broker round trip)
+and at most `MAX_BATCH` sends. Any failure of a write rolls the whole batch back (caps
+included) and the caller runs each send alone through `handle_send`, which answers exactly as
+before (e.g. a replay for a key taken meanwhile).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import orjson
 from gateway.db import affinity, conversations, idempotency, messages, usage
 from gateway.db.affinity import Sender
 from gateway.db.conversations import Thread, lead_id
-from gateway.db.messages import KeyTaken, SendWrite
+from gateway.db.messages import KeyTaken, SendWrite, Written
 from gateway.errors import BadRequest, NotFound, TransientError
 from gateway.ids import new_id
 from gateway.mail.threading import new_message_id, references_for_reply, reply_subject
@@ -63,9 +72,11 @@ def ordered(body: Any) -> Any:
     return out
 
 
-async def handle_send(conn: Tx, cmd: SendCommand, *, key: str | None, digest: str) -> Outcome:
+async def handle_send(
+    conn: Tx, cmd: SendCommand, *, key: str | None, digest: str, prepared: Prepared | None = None
+) -> Outcome:
     """Validate, then do the whole send atomically (see gateway.send.idempotency)."""
-    p = prepare(cmd, cmd.workspaceId)
+    p = prepared if prepared is not None else prepare(cmd, cmd.workspaceId)
     leads = p.recipients  # empty in reply mode: the thread names the lead
     sender = await affinity.sender(conn, cmd.workspaceId, cmd.identity, leads)
     if sender is None:
@@ -83,11 +94,89 @@ async def handle_send(conn: Tx, cmd: SendCommand, *, key: str | None, digest: st
         if row.state != "done" or row.response_status is None:
             raise in_flight() from None
         return Outcome(row.response_status, ordered(row.response_body), replayed=True)
+    return _outcome(p, written)
+
+
+def _outcome(p: Prepared, written: Written) -> Outcome:
     tasks = (
         [Task(o, m, orjson.dumps({"messageId": m})) for o, m in written.tasks]
         if p.send_at is None else []  # scheduled: the scheduler relays when available_at comes
     )
     return Outcome(written.status, ordered(written.body), tasks=tasks)
+
+
+MAX_BATCH = 16
+
+
+@dataclass
+class Pending:
+    """A send waiting for a batch: the command, its validation, key and body hash."""
+
+    cmd: SendCommand
+    prepared: Prepared
+    key: str | None
+    digest: str
+
+    @property
+    def group(self) -> tuple[str, str]:
+        return self.cmd.workspaceId, self.cmd.identity.lower()
+
+    @property
+    def batchable(self) -> bool:
+        """New conversations only: a reply reads its thread, which an earlier send may change."""
+        return self.cmd.convId is None
+
+
+def take_batch(queue: list[Pending], limit: int = MAX_BATCH) -> tuple[list[Pending], list[Pending]]:
+    """(the next batch, the rest in order): the first pending send and the following ones of the
+    same identity, stopping before a lead or key already in the batch (the later send must see
+    the earlier one's pin, or replay its key) and skipping sends of other identities."""
+    first = queue[0]
+    if not first.batchable:
+        return [first], queue[1:]
+    batch, rest = [first], []
+    leads = {a.lower() for a in first.prepared.recipients}
+    keys = {first.key}
+    for i, item in enumerate(queue[1:], 1):
+        if len(batch) >= limit:
+            rest.extend(queue[i:])
+            break
+        if not item.batchable or item.group != first.group:
+            rest.append(item)
+            continue
+        mine = {a.lower() for a in item.prepared.recipients}
+        if (item.key is not None and item.key in keys) or not leads.isdisjoint(mine):
+            rest.extend(queue[i:])  # keep order from here on
+            break
+        batch.append(item)
+        leads |= mine
+        keys.add(item.key)
+    return batch, rest
+
+
+async def handle_batch(conn: Tx, items: list[Pending]) -> list[Outcome | Exception]:
+    """Several new-conversation sends of one identity in one transaction (module docstring).
+
+    Per send, the Outcome or the `GatewayError` its planning raised (nothing written for it).
+    Raises when a write fails: the transaction is rolled back and nothing of the batch stays.
+    """
+    first = items[0].cmd
+    leads = [a for it in items for a in it.prepared.recipients]
+    results: list[Outcome | Exception] = []
+    async with conn.transaction():
+        sender = await affinity.sender(conn, first.workspaceId, first.identity, leads)
+        for it in items:
+            if sender is None:
+                results.append(NotFound("Identity not found"))
+                continue
+            try:
+                w = await _plan(conn, first.workspaceId, sender, it.prepared)
+            except (BadRequest, NotFound) as exc:
+                results.append(exc)
+                continue
+            w.key, w.request_hash = it.key, it.digest
+            results.append(_outcome(it.prepared, await messages.record_send(conn, w)))
+    return results
 
 
 async def _plan(conn: Tx, workspace_id: str, sender: Sender, p: Prepared) -> SendWrite:

@@ -10,6 +10,10 @@ Design — the router decides, the API only claims:
   on that row: the later one waits for the earlier commit, finds `done`, rolls its whole
   transaction back (caps included) and answers the stored result with
   `Idempotent-Replayed: true`. So a key sends at most once, whatever happens on the API side.
+* The router may write several sends of one identity in one transaction (a batch, see
+  `gateway.send.handler.handle_batch`); a batch never holds two sends with the same key, and
+  when one of its statements finds its key taken the whole batch rolls back and every send
+  of it runs alone, as above. So batching changes when rows commit, never what is answered.
 * The **API** claims the key first (`db.idempotency.claim_by_handle`, committed on its
   own, identity resolved in the same statement) only to answer quickly: a finished key is
   replayed (or 409 for a different body) without a round trip to the router, and a key

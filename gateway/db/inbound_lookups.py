@@ -25,7 +25,7 @@ async def batch_context(
 async def own_outbound_ids(
     conn: asyncpg.Connection, workspace_id: str, rfc_message_ids: list[str]
 ) -> set[str]:
-    """Those of these Message-IDs that name mail the gateway sent (`is_own_outbound` for many)."""
+    """Those of these Message-IDs that name mail the gateway sent (copies of our own outbound)."""
     if not rfc_message_ids:
         return set()
     rows = await conn.fetch(
@@ -36,52 +36,13 @@ async def own_outbound_ids(
     return {r["rfc_message_id"] for r in rows}
 
 
-async def is_own_outbound(conn: asyncpg.Connection, workspace_id: str, rfc_message_id: str) -> bool:
-    got = await conn.fetchval(
-        "SELECT 1 FROM messages WHERE workspace_id = $1 AND rfc_message_id = $2"
-        " AND direction = 'outbound' LIMIT 1",
-        workspace_id, rfc_message_id,
-    )
-    return got is not None
-
-
 # --- threading ----------------------------------------------------------------------------
-
-
-async def thread_by_ids(
-    conn: asyncpg.Connection, workspace_id: str, mailbox_id: str, ids: list[str]
-) -> asyncpg.Record | None:
-    """The conversation holding one of these Message-IDs (the mailbox's own first, then the
-    earliest id in the list, i.e. the direct parent), with the matched message's metadata."""
-    if not ids:
-        return None
-    return await conn.fetchrow(
-        "SELECT c.id, c.lead_email, c.metadata AS conv_metadata, m.metadata"
-        " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-        " WHERE m.workspace_id = $1 AND m.rfc_message_id = ANY($3::text[])"
-        " ORDER BY (c.mailbox_id = $2) IS TRUE DESC, array_position($3::text[], m.rfc_message_id),"
-        "  m.created_at DESC LIMIT 1",
-        workspace_id, mailbox_id, ids,
-    )
-
-
-async def thread_by_lead(
-    conn: asyncpg.Connection, workspace_id: str, mailbox_id: str, sender: str
-) -> asyncpg.Record | None:
-    """The most recent conversation with this lead of an identity whose pool has the mailbox."""
-    return await conn.fetchrow(
-        "SELECT c.id, c.lead_email, c.metadata AS conv_metadata, c.metadata"
-        " FROM conversations c JOIN identity_mailboxes im ON im.identity_id = c.identity_id"
-        " WHERE c.workspace_id = $1 AND im.mailbox_id = $2 AND lower(c.lead_email) = lower($3)"
-        " ORDER BY (c.mailbox_id = $2) IS TRUE DESC, c.last_activity_at DESC LIMIT 1",
-        workspace_id, mailbox_id, sender,
-    )
 
 
 async def thread_candidates_by_ids(
     conn: asyncpg.Connection, workspace_id: str, mailbox_id: str, ids: list[str]
 ) -> dict[str, asyncpg.Record]:
-    """Per Message-ID, the message `thread_by_ids` would prefer for it (this mailbox's
+    """Per Message-ID, the message threading prefers for it (this mailbox's
     conversations first, then the newest), with its conversation, metadata and identity handle.
     The caller picks among a message's references (earliest in its list wins)."""
     if not ids:
@@ -101,8 +62,8 @@ async def thread_candidates_by_ids(
 async def thread_candidates_by_lead(
     conn: asyncpg.Connection, workspace_id: str, mailbox_id: str, senders: list[str]
 ) -> list[asyncpg.Record]:
-    """Every conversation `thread_by_lead` could choose for these senders (`lead_key` is the
-    lower-cased lead address); the caller orders them as `thread_by_lead` does."""
+    """Every conversation of these senders as leads, for threading by sender (`lead_key` is the
+    lower-cased lead address); the caller picks the most recent (this mailbox's first)."""
     if not senders:
         return []
     return await conn.fetch(
@@ -116,13 +77,6 @@ async def thread_candidates_by_lead(
 
 
 # --- attachment numbering -----------------------------------------------------------------
-
-
-async def conversation_attachment_count(conn: asyncpg.Connection, conversation_id: str) -> int:
-    n: int = await conn.fetchval(
-        "SELECT count(*) FROM attachments WHERE conversation_id = $1", conversation_id
-    )
-    return n
 
 
 async def attachment_counts(conn: asyncpg.Connection, conversation_ids: list[str]) -> dict[str, int]:

@@ -45,28 +45,6 @@ async def claim_many(
 # --- quarantine ---------------------------------------------------------------------------
 
 
-async def quarantine(
-    conn: asyncpg.Connection,
-    *,
-    mailbox_id: str,
-    folder: str,
-    uidvalidity: int,
-    uid: int,
-    rfc_message_id: str,
-    reason: str,
-    raw: bytes,
-    detail: str | None,
-) -> str:
-    qid = new_id("inq")
-    await conn.execute(
-        "INSERT INTO inbound_quarantine (id, mailbox_id, folder, uidvalidity, uid, rfc_message_id,"
-        " reason, raw, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        qid, mailbox_id, folder, uidvalidity, uid, rfc_message_id, reason, raw,
-        detail[:1000] if detail else None,
-    )
-    return qid
-
-
 @dataclass(frozen=True)
 class QuarantineRow:
     uid: int
@@ -97,19 +75,6 @@ async def quarantine_many(
 # --- replies and attachments --------------------------------------------------------------
 
 
-async def insert_reply(conn: asyncpg.Connection, values: dict[str, Any]) -> bool:
-    """Insert an inbound reply; False when (mailbox, Message-ID) is already there."""
-    cols = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(cols) + 1))
-    names = ", ".join(f'"{c}"' for c in cols)
-    got = await conn.fetchval(
-        f"INSERT INTO messages ({names}) VALUES ({placeholders})"
-        " ON CONFLICT (mailbox_id, rfc_message_id) WHERE direction = 'inbound' DO NOTHING RETURNING 1",
-        *values.values(),
-    )
-    return got is not None
-
-
 # Columns of an inbound reply, with the types jsonb_to_recordset reads them as.
 REPLY_COLUMNS: dict[str, str] = {
     "id": "text", "conversation_id": "text", "workspace_id": "text", "mailbox_id": "text",
@@ -124,7 +89,7 @@ _REPLY_TYPES = ", ".join(f'"{c}" {t}' for c, t in REPLY_COLUMNS.items())
 
 
 async def insert_replies(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> set[str]:
-    """`insert_reply` for many rows (keys: REPLY_COLUMNS) in one statement; returns the ids
+    """Insert inbound replies (keys: REPLY_COLUMNS) in one statement; returns the ids
     inserted (a row whose (mailbox, Message-ID) is already there is skipped)."""
     if not rows:
         return set()
@@ -141,20 +106,10 @@ async def insert_replies(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -
     return {r["id"] for r in got}
 
 
-async def touch_conversation(
-    conn: asyncpg.Connection, conversation_id: str, unread_increment: int, activity_at: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE conversations SET unread_count = unread_count + $2,"
-        " last_activity_at = GREATEST(last_activity_at, $3), updated_at = now() WHERE id = $1",
-        conversation_id, unread_increment, activity_at,
-    )
-
-
 async def touch_conversations(
     conn: asyncpg.Connection, updates: dict[str, tuple[int, datetime]]
 ) -> None:
-    """`touch_conversation` for many: conversation id → (unread increment, latest activity)."""
+    """Conversation id → (unread increment, latest activity), applied in one statement."""
     if not updates:
         return
     ids = list(updates)
@@ -163,28 +118,6 @@ async def touch_conversations(
         " last_activity_at = GREATEST(c.last_activity_at, u.at), updated_at = now()"
         " FROM unnest($1::text[], $2::int[], $3::timestamptz[]) AS u(id, inc, at) WHERE c.id = u.id",
         ids, [updates[i][0] for i in ids], [updates[i][1] for i in ids],
-    )
-
-
-async def insert_attachment(
-    conn: asyncpg.Connection,
-    *,
-    workspace_id: str,
-    key: str,
-    filename: str,
-    content_type: str,
-    size: int,
-    message_id: str,
-    conversation_id: str,
-    position: int,
-) -> None:
-    # clock_timestamp(): rows of one transaction keep their insertion order by created_at.
-    await conn.execute(
-        "INSERT INTO attachments (id, workspace_id, key, filename, content_type, size, message_id,"
-        " conversation_id, position, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp())",
-        new_id("att"), workspace_id, key, filename, content_type, size, message_id,
-        conversation_id, position,
     )
 
 

@@ -124,8 +124,8 @@ class _Threads:
     batch_ids: dict[str, _Conversation] = field(default_factory=dict)  # replies of this batch
 
     def find(self, refs: list[str], sender: str | None) -> _Conversation | None:
-        """`thread_by_ids`, then `thread_by_lead`, as if each earlier message of the batch
-        had already been written."""
+        """By referenced Message-IDs, then by sender as lead, as if each earlier message of the
+        batch had already been written."""
         best: _Conversation | None = None
         best_key: tuple[bool, int] | None = None
         for pos, ref in enumerate(refs):

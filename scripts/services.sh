@@ -73,8 +73,35 @@ amqp_ok() {
   [[ $(timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/'"$AMQP_PORT"'; printf "AMQP\0\0\011\001" >&3
         head -c 3 <&3' 2>/dev/null | od -An -tx1 | tr -d ' \n') == 010000 ]]
 }
+# rabbitmq-server drops to the rabbitmq user through su, which resets the descriptor limit to
+# 1024; the broker's file-handle budget (quorum queues, connections) is derived from it, and
+# when it runs out the broker accepts TCP but never greets. rabbitmq-env.conf is sourced by the
+# broker's own start script, so raising the limit there survives su.
+rabbit_env_limit() {
+  mkdir -p /etc/rabbitmq
+  grep -qs 'ulimit -n' /etc/rabbitmq/rabbitmq-env.conf || printf '%s\n' \
+    '# mailgw: quorum queues and test connections need more than 1024 descriptors' \
+    'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true' >> /etc/rabbitmq/rabbitmq-env.conf
+}
+rabbit_soft_limit() { # the running broker's soft descriptor limit, or 0 if unknown
+  local pidfile pid
+  pidfile=$(ls /var/lib/rabbitmq/mnesia/*.pid 2>/dev/null | head -n1)
+  [[ -n $pidfile ]] && pid=$(cat "$pidfile") && [[ -r /proc/$pid/limits ]] || { echo 0; return; }
+  awk '/Max open files/ {print $4}' "/proc/$pid/limits"
+}
+rabbit_stop() { # by the pid file: rabbitmqctl would hang on a wedged node
+  local pidfile pid i
+  pidfile=$(ls /var/lib/rabbitmq/mnesia/*.pid 2>/dev/null | head -n1)
+  [[ -n $pidfile ]] || die "RabbitMQ on :$AMQP_PORT has no pid file to stop it by"
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for (( i = 0; i < 300; i++ )); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+  for (( i = 0; i < 100; i++ )); do port_open "$AMQP_PORT" || break; sleep 0.1; done
+}
 rabbit_start() {
   installed rabbitmq-server || apt_install rabbitmq-server
+  rabbit_env_limit
   # Loopback only: AMQP listener, Erlang distribution and epmd (only written when not configured).
   mkdir -p /etc/rabbitmq
   grep -qs '^listeners\.tcp' /etc/rabbitmq/rabbitmq.conf \
@@ -97,18 +124,18 @@ amqp_answers() { # a few tries: a busy broker may be slow to greet
   return 1
 }
 if port_open "$AMQP_PORT" && amqp_answers; then
-  say "RabbitMQ ok: amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
+  limit=$(rabbit_soft_limit)
+  if [[ $limit =~ ^[0-9]+$ ]] && (( limit > 0 && limit < 4096 )) && [[ $(id -u) -eq 0 ]]; then
+    say "RabbitMQ runs with only $limit file descriptors: restarting it with more"
+    rabbit_env_limit
+    rabbit_stop
+    rabbit_start
+  else
+    say "RabbitMQ ok: amqp://guest:guest@127.0.0.1:$AMQP_PORT/"
+  fi
 elif port_open "$AMQP_PORT"; then
-  # The port accepts connections but the broker never greets: it is wedged. Restart it,
-  # stopping it by its pid file (rabbitmqctl would hang on a wedged node too).
-  pidfile=$(ls /var/lib/rabbitmq/mnesia/*.pid 2>/dev/null | head -n1)
-  [[ -n $pidfile ]] || die "RabbitMQ on :$AMQP_PORT does not answer AMQP and has no pid file"
-  pid=$(cat "$pidfile")
-  say "RabbitMQ (pid $pid) accepts TCP but does not answer AMQP: restarting it"
-  kill "$pid" 2>/dev/null || true
-  for (( i = 0; i < 300; i++ )); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-  for (( i = 0; i < 100; i++ )); do port_open "$AMQP_PORT" || break; sleep 0.1; done
+  say "RabbitMQ accepts TCP but does not answer AMQP (wedged): restarting it"
+  rabbit_stop
   rabbit_start
 else
   rabbit_start

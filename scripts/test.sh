@@ -7,6 +7,7 @@ scripts/mail-lab/install.sh
 scripts/mail-lab/start.sh
 ruff check .
 mypy
+python -m tests.support.clean_broker   # queues left by aborted runs hold broker file handles
 # Exit code 5 means pytest collected no test: that must fail, never pass silently.
 set +e
 pytest -q -p no:cacheprovider "$@"

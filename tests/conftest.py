@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -57,10 +58,11 @@ async def settings(database_url: str, amqp_prefix: str, tmp_path: Path) -> Async
     )
     yield s
     # Remove the queues and exchanges this test's prefix declared.
-    conn = await aio_pika.connect(AMQP_URL)
+    # Bounded: a broker that stops answering must fail the run, not hang it.
+    conn = await aio_pika.connect(AMQP_URL, timeout=10)
     try:
         channel = await conn.channel()
-        await Topology(s).delete(channel)
+        await asyncio.wait_for(Topology(s).delete(channel), 60)
     finally:
         await conn.close()
 

@@ -63,6 +63,10 @@ async def settings(database_url: str, amqp_prefix: str, tmp_path: Path) -> Async
     try:
         channel = await conn.channel()
         await asyncio.wait_for(Topology(s).delete(channel), 60)
+        # Processes started with the default SMTP schedule (CLI subprocesses that were not
+        # given MAILGW_SMTP_RETRY_SCHEDULE) declared the default delay queues too.
+        default = Settings(amqp_prefix=s.amqp_prefix, secret_key=s.secret_key)
+        await asyncio.wait_for(Topology(default).delete(channel), 60)
     finally:
         await conn.close()
 

@@ -3,6 +3,7 @@
 Handlers raise `PermanentError` for messages that will never succeed (they are copied to
 `mailgw.dead` with the reason in headers, then acked) and anything else for transient
 trouble (nack + requeue; the queue's delivery limit parks a message that keeps failing).
+Successes are acked in delivery order, several per frame (`gateway.bus.acks`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from gateway import metrics
+from gateway.bus.acks import OrderedAcker, Outcome
 from gateway.bus.publisher import Publisher
 from gateway.bus.topology import DEAD
 from gateway.errors import PermanentError
@@ -42,38 +44,55 @@ async def consume(
     prefetch: int,
     stop: asyncio.Event,
 ) -> None:
-    """Consume `queue` (logical name) until `stop` is set; in-flight messages finish first."""
+    """Consume `queue` (logical name) until `stop` is set; in-flight messages finish first.
+
+    Settling goes through `OrderedAcker`: contiguous successes share one `multiple` ack, and
+    a message is only ever covered by an ack once its own handler has returned.
+    """
     channel = await amqp.channel()
     await channel.set_qos(prefetch_count=prefetch)
     q = await channel.get_queue(publisher.topology.name(queue), ensure=False)
     inflight: set[asyncio.Task[None]] = set()
 
+    async def settle_failure(message: AbstractIncomingMessage, outcome: Outcome, reason: str) -> str:
+        if outcome == "park":
+            try:
+                await park(publisher, message, queue, reason)
+            except Exception:
+                await message.nack(requeue=True)
+                return "requeued"
+            await message.ack()
+            return "parked"
+        await message.nack(requeue=True)
+        return "requeued"
+
+    def count(label: str, n: int) -> None:
+        metrics.CONSUMED.labels(role, label).inc(n)
+
+    # A quarter of the window may wait behind a slow message before being settled singly.
+    acker = OrderedAcker(settle_failure, count, max_held=prefetch // 4)
+
     async def on_message(message: AbstractIncomingMessage) -> None:
+        delivery = acker.track(message)  # first, so deliveries are tracked in tag order
         task = asyncio.current_task()
         if task is not None:
             inflight.add(task)
         try:
-            await handler(message)
-        except PermanentError as exc:
-            log.warning("message_parked", role=role, queue=queue, reason=exc.message,
-                        message_id=message.message_id)
             try:
-                await park(publisher, message, queue, exc.message)
-                await message.ack()
-                metrics.CONSUMED.labels(role, "parked").inc()
-            except Exception:
-                await message.nack(requeue=True)
-        except asyncio.CancelledError:
-            await message.nack(requeue=True)
-            raise
-        except Exception as exc:
-            log.warning("message_requeued", role=role, queue=queue, error=repr(exc),
-                        message_id=message.message_id)
-            metrics.CONSUMED.labels(role, "requeued").inc()
-            await message.nack(requeue=True)
-        else:
-            await message.ack()
-            metrics.CONSUMED.labels(role, "ok").inc()
+                await handler(message)
+            except PermanentError as exc:
+                log.warning("message_parked", role=role, queue=queue, reason=exc.message,
+                            message_id=message.message_id)
+                acker.done(delivery, "park", exc.message)
+            except asyncio.CancelledError:
+                acker.finish(delivery, "requeue")  # settled later, or requeued by the broker
+                raise
+            except Exception as exc:
+                log.warning("message_requeued", role=role, queue=queue, error=repr(exc),
+                            message_id=message.message_id)
+                acker.done(delivery, "requeue")
+            else:
+                acker.done(delivery, "ok")
         finally:
             if task is not None:
                 inflight.discard(task)
@@ -85,4 +104,5 @@ async def consume(
         await q.cancel(tag)
         if inflight:
             await asyncio.wait(set(inflight), timeout=30)
+        await acker.close()
         await channel.close()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +31,7 @@ import orjson
 from bench._common import median_ratio, throwaway_context
 from consumers import delivery
 from gateway import outbox
-from gateway.bus.topology import DELIVER_KEY, DELIVERY
+from gateway.bus.topology import DELIVER_KEY, DELIVERY, DISPATCHER
 from gateway.ids import new_id
 from gateway.mail.build import OutgoingMessage, render
 from gateway.mail.threading import new_message_id
@@ -48,6 +50,58 @@ sys.stdin.read()
 c.stop()
 """
 TEXT = "Hi there,\n\nThis is a short benchmark message of ordinary size.\n\nBest,\nAlice\n" * 3
+
+
+def cpu_by_process(sink_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by this process, the sink, PostgreSQL and RabbitMQ (from /proc).
+
+    The machine is shared, so only the phase's difference is read, and only as an indication
+    of where the whole system's time per message goes (the two cores are the budget)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    out = {"bench": 0.0, "sink": 0.0, "postgres": 0.0, "rabbitmq": 0.0, "machine": 0.0}
+    with open("/proc/stat") as f:  # all CPUs, busy = everything but idle and iowait
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    out["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / tick
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        key = ("bench" if pid == me else "sink" if pid == sink_pid else
+               "postgres" if comm.startswith("postgres") else
+               "rabbitmq" if comm.startswith(("beam", "erl_child", "epmd")) else None)
+        if key is not None:
+            out[key] += used
+    return out
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    return ", ".join(f"{k} {(after[k] - before[k]) / n * 1e6:.0f}" for k in before)
+
+
+def profile_start(directory: Path | None, run: int) -> subprocess.Popen[bytes] | None:
+    """py-spy on this process for the delivery phase only (the raw loop is not in it)."""
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--format", "raw", "--rate", "250",
+                             "--pid", str(os.getpid()), "-o", str(directory / f"delivery-{run + 1}.txt")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_stop(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        spy.wait(timeout=30)
 
 
 def free_port() -> int:
@@ -110,6 +164,8 @@ async def main() -> None:
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--profile", type=Path,
+                    help="directory for py-spy profiles (collapsed stacks) of each delivery phase")
     args = ap.parse_args()
     n, conns = args.messages, args.connections
 
@@ -132,32 +188,47 @@ async def main() -> None:
 
             raw_rates, pipe_rates, raw_cpu, pipe_cpu = [], [], [], []
             for run in range(args.runs):
-                cpu = time.process_time()
+                cpu, procs = time.process_time(), cpu_by_process(sink.pid)
                 raw_rates.append(await raw_run(port, n, conns, data))
                 raw_cpu.append((time.process_time() - cpu) / n * 1e6)
+                raw_procs = cpu_line(procs, cpu_by_process(sink.pid), n)
                 ids = await stage(ctx.pool, w, n)
                 await outbox.publish_rows(ctx.pool, ctx.publisher, ids)  # tasks wait in the queue
                 stop = asyncio.Event()
-                cpu = time.process_time()
+                spy = profile_start(args.profile, run)
+                cpu, procs = time.process_time(), cpu_by_process(sink.pid)
                 started = time.perf_counter()
                 task = asyncio.create_task(delivery.run(ctx, stop))
                 for _ in range(int(600 / 0.05)):
-                    sent = await ctx.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'sent'")
+                    # One row, committed with each success (a count(*) of messages every 50 ms
+                    # would take PostgreSQL time from the role being measured).
+                    sent = await ctx.pool.fetchval("SELECT sent_total FROM mailboxes WHERE id = $1", mbx)
                     if sent >= n * (run + 1):
                         break
                     await asyncio.sleep(0.05)
+                else:
+                    raise SystemExit(f"run {run + 1}: only {sent} of {n * (run + 1)} sent after 600 s")
                 elapsed = time.perf_counter() - started
+                profile_stop(spy)
                 stop.set()
                 await task
                 pipe_cpu.append((time.process_time() - cpu) / n * 1e6)
+                pipe_procs = cpu_line(procs, cpu_by_process(sink.pid), n)
                 pipe_rates.append(n / elapsed)
                 print(f"run {run + 1}: raw {raw_rates[-1]:.0f} msg/s ({raw_cpu[-1]:.0f} us CPU/msg), "
                       f"delivery {pipe_rates[-1]:.0f} msg/s ({pipe_cpu[-1]:.0f} us CPU/msg in this process), "
                       f"ratio {pipe_rates[-1] / raw_rates[-1]:.1%}", flush=True)
+                print(f"  CPU us/msg by process: raw phase: {raw_procs}; delivery phase: {pipe_procs}",
+                      flush=True)
             # Nothing lost, nothing recorded twice: one email.sent event and one count per message.
             events = await ctx.pool.fetchval("SELECT count(*) FROM events WHERE type = 'email.sent'")
             total = await ctx.pool.fetchval("SELECT sent_total FROM mailboxes WHERE id = $1", mbx)
             assert events == total == n * args.runs, (events, total)
+            # ... and each event reached the broker (the dispatcher's queue has no consumer here).
+            channel = await ctx.amqp.channel()
+            queued = await channel.declare_queue(ctx.topology.name(DISPATCHER), passive=True)
+            await channel.close()
+            assert queued.declaration_result.message_count == n * args.runs, queued.declaration_result
             raw, pipe = statistics.median(raw_rates), statistics.median(pipe_rates)
             print(f"raw aiosmtplib ({conns} connections): median {raw:.0f} msg/s")
             print(f"delivery role end-to-end ({conns} connections): median {pipe:.0f} msg/s")

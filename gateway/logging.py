@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -15,11 +16,26 @@ _SECRET_KEYS = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|^
 _KEY_IN_TEXT = re.compile(r"\b(sk_(?:user_)?|whsec_)[A-Za-z0-9_+/=-]{6,}")
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    # Log keys come from a small fixed vocabulary: the regex runs once per distinct key.
+    return _SECRET_KEYS.search(key) is not None
+
+
+def _mask_text(value: str) -> str:
+    # Both key prefixes contain "_": text without one cannot hold a key (skips the regex).
+    if "_" not in value:
+        return value
+    return _KEY_IN_TEXT.sub(lambda m: m.group(1) + "***", value)
+
+
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
-        return _KEY_IN_TEXT.sub(lambda m: m.group(1) + "***", value)
+        return _mask_text(value)
+    if value is None or isinstance(value, int | float):  # bool is an int
+        return value
     if isinstance(value, dict):
-        return {k: "***" if _SECRET_KEYS.search(str(k)) else _mask(v) for k, v in value.items()}
+        return {k: "***" if _secret_key(str(k)) else _mask(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_mask(v) for v in value]
     return value
@@ -27,11 +43,15 @@ def _mask(value: Any) -> Any:
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Last line of defence: mask secret-looking keys and any API key or webhook secret text."""
-    for key in list(event):
-        if _SECRET_KEYS.search(key):
+    for key, value in event.items():
+        if _secret_key(key):
             event[key] = "***"
-        else:
-            event[key] = _mask(event[key])
+        elif isinstance(value, str):
+            masked = _mask_text(value)
+            if masked is not value:
+                event[key] = masked
+        elif not (value is None or isinstance(value, int | float)):
+            event[key] = _mask(value)
     return event
 
 

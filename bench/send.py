@@ -10,7 +10,8 @@ publish-with-confirms rate (persistent messages to a quorum queue, a window of 6
 measured in alternation with the HTTP runs so both see the same background load, the ratio
 of the two, and the CPU time the api and router processes spend per accepted send (the
 figure least disturbed by other load on the machine). Every figure is the median of
-`--runs` runs. `--profile DIR` runs both processes under py-spy (collapsed stacks).
+`--runs` runs. `--profile DIR` runs both processes under py-spy (collapsed stacks) and skips the
+open loop, so the stacks show the closed-loop (peak) work.
 
 Section (b) (end-to-end delivery vs raw SMTP) lives in bench/send_delivery.py; `main()` here
 runs the sections it is given (`--sections a,b`).
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import aio_pika  # noqa: E402
 import aiohttp  # noqa: E402
+import orjson  # noqa: E402
 
 from gateway.config import Settings  # noqa: E402
 from gateway.crypto import Vault  # noqa: E402
@@ -95,6 +97,12 @@ async def raw_publish(n: int, size: int) -> float:
         await conn.close()
 
 
+def encode_body(i: int, tag: str) -> bytes:
+    """The JSON body of request i (orjson: the load generator shares the cores, so it should
+    spend as little as a client reasonably can)."""
+    return orjson.dumps({**BODY, "to": f"lead{i}.{tag}@northwind.example"})
+
+
 async def closed_loop(urls: list[str], headers: dict[str, str], n: int, concurrency: int, tag: str) -> Run:
     latencies: list[float] = []
     accepted = 0
@@ -105,9 +113,9 @@ async def closed_loop(urls: list[str], headers: dict[str, str], n: int, concurre
         async def worker() -> None:
             nonlocal accepted
             for i in counter:
-                body = {**BODY, "to": f"lead{i}.{tag}@northwind.example"}
+                body = encode_body(i, tag)
                 t0 = time.perf_counter()
-                async with session.post(urls[i % len(urls)], json=body, headers=headers) as resp:
+                async with session.post(urls[i % len(urls)], data=body, headers=headers) as resp:
                     await resp.read()
                     accepted += resp.status == 202
                 latencies.append(time.perf_counter() - t0)
@@ -127,9 +135,9 @@ async def open_loop(urls: list[str], headers: dict[str, str], n: int, rate: floa
 
         async def one(i: int, at: float) -> None:
             await asyncio.sleep(max(at - time.perf_counter(), 0))
-            body = {**BODY, "to": f"lead{i}.{tag}@northwind.example"}
+            body = encode_body(i, tag)
             t0 = time.perf_counter()
-            async with session.post(urls[i % len(urls)], json=body, headers=headers) as resp:
+            async with session.post(urls[i % len(urls)], data=body, headers=headers) as resp:
                 await resp.read()
                 if resp.status != 202:
                     raise RuntimeError(f"send answered {resp.status}")
@@ -149,6 +157,22 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu_seconds() -> dict[str, float]:
+    """CPU time so far of PostgreSQL (all its processes) and RabbitMQ (beam.smp), to report the
+    work each send causes there too (they share the cores with everything else)."""
+    totals = {"postgres": 0.0, "rabbitmq": 0.0}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            comm = (proc / "comm").read_text().strip()
+            if comm in ("postgres", "beam.smp"):
+                totals["postgres" if comm == "postgres" else "rabbitmq"] += cpu_seconds(int(proc.name))
+        except (OSError, ValueError):
+            continue  # the process ended meanwhile
+    return totals
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -201,20 +225,26 @@ async def section_a(requests: int, runs: int, concurrencies: list[int], identiti
         procs.append(spawn(["worker", "router"], env))
         base = f"http://127.0.0.1:{port}"
         await wait_ready(f"{base}/readyz")
+        headers = {**t.headers, "Content-Type": "application/json"}
         url = [f"{base}/v1/identities/{h}/send" for h in handles]
-        await closed_loop(url, t.headers, 200, 8, "warmup")
-        size = len(aiohttp.payload.JsonPayload({**BODY, "to": "lead0@northwind.example"})._value)
+        await closed_loop(url, headers, 200, 8, "warmup")
+        size = len(encode_body(0, "raw"))
         # Raw and HTTP runs alternate so both see the same background load.
         raw: list[float] = []
         closed: dict[int, list[Run]] = {c: [] for c in concurrencies}
-        cpu_ms: dict[str, list[float]] = {"api": [], "router": []}
+        cpu_ms: dict[str, list[float]] = {
+            "api": [], "router": [], "postgres": [], "rabbitmq": [], "load generator": []}
         for r in range(runs):
             raw.append(await raw_publish(requests * 2, size))
             for c in concurrencies:
                 before = [cpu_seconds(p.pid) for p in procs]
-                closed[c].append(await closed_loop(url, t.headers, requests, c, f"c{c}r{r}"))
+                services, own = service_cpu_seconds(), cpu_seconds(os.getpid())
+                closed[c].append(await closed_loop(url, headers, requests, c, f"c{c}r{r}"))
                 for name, p, b in zip(("api", "router"), procs, before, strict=True):
                     cpu_ms[name].append((cpu_seconds(p.pid) - b) * 1000 / requests)
+                for name, b in services.items():
+                    cpu_ms[name].append((service_cpu_seconds()[name] - b) * 1000 / requests)
+                cpu_ms["load generator"].append((cpu_seconds(os.getpid()) - own) * 1000 / requests)
         raw_rate = statistics.median(raw)
         print(f"raw aio-pika publish+confirm (window {WINDOW}): {raw_rate:8.0f} msg/s"
               f"  (runs: {', '.join(f'{x:.0f}' for x in raw)})")
@@ -226,10 +256,12 @@ async def section_a(requests: int, runs: int, concurrencies: list[int], identiti
             peak = max(peak, rate)
             print(f"HTTP send, concurrency {c:3d}: {rate:7.0f} accepted/s  p50 {p50:6.1f} ms"
                   f"  p99 {p99:6.1f} ms  ratio to raw {rate / raw_rate:6.1%}")
-        if PROFILE_DIR is None:
+        if PROFILE_DIR is None:  # over all concurrencies; postgres/rabbitmq include other load
             print("CPU per accepted send: " + ", ".join(
                 f"{k} {statistics.median(v):.2f} ms" for k, v in cpu_ms.items()))
-        half = [await open_loop(url, t.headers, requests, peak / 2, f"half{r}") for r in range(runs)]
+        if PROFILE_DIR is not None:  # profiles: the closed loops only (the peak's cost)
+            return
+        half = [await open_loop(url, headers, requests, peak / 2, f"half{r}") for r in range(runs)]
         print(f"HTTP send, open loop at {peak / 2:.0f}/s (half peak): "
               f"p50 {statistics.median(r.p50_ms for r in half):6.1f} ms"
               f"  p99 {statistics.median(r.p99_ms for r in half):6.1f} ms  (target p99 <= 50 ms)")

@@ -26,6 +26,7 @@ from gateway import outbox
 from gateway.bus import rpc
 from gateway.bus.consumer import consume
 from gateway.bus.topology import COMMANDS, DELIVER_KEY, DELIVERY
+from gateway.db import affinity
 from gateway.db import idempotency as idemdb
 from gateway.errors import BadRequest, GatewayError, PermanentError
 from gateway.inbox.commands import forward_command, reply_command
@@ -42,13 +43,24 @@ PURGE_EVERY = 600.0
 
 
 async def send_command(ctx: Context, message: AbstractIncomingMessage, body: dict[str, Any]) -> Outcome:
-    """`send`: the body is the HTTP body plus `workspaceId` and `identity`; key = `message_id`."""
+    """`send`: the body is the HTTP body plus `workspaceId` and `identity`; key = `message_id`.
+
+    A command from the HTTP API may carry the caller's API key to check (`rpc.KEY_HEADER`,
+    see `gateway.api.auth.deferred_workspace`); it is checked before anything is answered.
+    """
+    key_check = rpc.key_check(message)
     try:
-        cmd = SendCommand.model_validate_json(message.body)
-    except ValidationError as exc:
-        raise BadRequest(details=error_details(exc.errors())) from None
-    key = check_key(message.message_id, "message_id") if message.message_id else None
-    item = Pending(cmd, prepare(cmd, cmd.workspaceId), key, request_hash(body))
+        try:
+            cmd = SendCommand.model_validate_json(message.body)
+        except ValidationError as exc:
+            raise BadRequest(details=error_details(exc.errors())) from None
+        key = check_key(message.message_id, "message_id") if message.message_id else None
+        item = Pending(cmd, prepare(cmd, cmd.workspaceId), key, request_hash(body), key_check)
+    except GatewayError:
+        if key_check is not None:  # 401 / 404 come first, as when the API checks the key
+            async with ctx.pool.acquire() as conn:
+                await affinity.check_key(conn, str(body.get("workspaceId", "")), key_check)
+        raise
     batcher = ctx.extras.get("send_batcher")
     if isinstance(batcher, SendBatcher) and item.batchable:
         return await batcher.submit(item)
@@ -58,16 +70,19 @@ async def send_command(ctx: Context, message: AbstractIncomingMessage, body: dic
 async def _send_alone(ctx: Context, item: Pending) -> Outcome:
     async with ctx.pool.acquire() as conn:
         return await handle_send(cast(asyncpg.Connection, conn), item.cmd, key=item.key,
-                                 digest=item.digest, prepared=item.prepared)
+                                 digest=item.digest, prepared=item.prepared,
+                                 key_check=item.key_check)
 
 
 class SendBatcher:
     """Sends that arrive together share a transaction (`gateway.send.handler.handle_batch`).
 
-    A send alone goes straight through (`handle_send`, one autocommitted statement); while
+    A send alone goes straight through (`handle_send`: a read and one autocommitted statement); while
     `workers` batches are being written, new sends queue up and form the next batches (one
-    identity per batch, see `take_batch`). When a batch fails, each of its sends runs alone,
-    so every caller gets exactly the answer or error a lone send would have given.
+    identity per batch, see `take_batch`). Two batches of one identity are never written at
+    once: the second would only wait on the first's cap-row lock, and waiting in the queue
+    instead lets it grow. When a batch fails, each of its sends runs alone, so every caller
+    gets exactly the answer or error a lone send would have given.
     """
 
     def __init__(self, ctx: Context, workers: int = 2) -> None:
@@ -75,6 +90,7 @@ class SendBatcher:
         self.workers = workers
         self.queue: list[tuple[Pending, asyncio.Future[Outcome]]] = []
         self.running: set[asyncio.Task[None]] = set()
+        self.writing: set[object] = set()  # groups of the batches being written
 
     async def submit(self, item: Pending) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -86,12 +102,21 @@ class SendBatcher:
         return await future
 
     async def _drain(self) -> None:
+        """Write batches until none is left that another worker is not already writing (that
+        worker takes the rest of its group when it is done)."""
         while self.queue:
             futures = dict((id(it), f) for it, f in self.queue)
-            batch, rest = take_batch([it for it, _ in self.queue])
+            batch, rest = take_batch([it for it, _ in self.queue], busy=self.writing)
+            if not batch:
+                return
             self.queue = [(it, futures[id(it)]) for it in rest]
             pairs = [(it, futures[id(it)]) for it in batch]
-            await asyncio.shield(self._write(pairs))
+            group = batch[0].group
+            self.writing.add(group)
+            try:
+                await asyncio.shield(self._write(pairs))
+            finally:
+                self.writing.discard(group)
 
     async def _write(self, pairs: list[tuple[Pending, asyncio.Future[Outcome]]]) -> None:
         results: list[Outcome | BaseException] = []
@@ -156,12 +181,13 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
                 return
             raise PermanentError(f"{exc.status} {exc.message}: {orjson.dumps(exc.details).decode()}"
                                  if exc.details else f"{exc.status} {exc.message}") from exc
-        # The write is committed: the deliver tasks and the answer go out together (a task
-        # whose publish fails stays unstamped and the scheduler relays it); ack after both.
-        await asyncio.gather(
-            _publish(ctx, stamper, outcome),
-            responder.answer(message, outcome.status, outcome.body, replayed=outcome.replayed),
-        )
+        # The write is committed: the answer and the deliver tasks go out together (the answer
+        # is not confirmed, so it does not wait; a task whose publish fails stays unstamped and
+        # the scheduler relays it); ack after both. In sequence, not gather: no task per send.
+        try:
+            await responder.answer(message, outcome.status, outcome.body, replayed=outcome.replayed)
+        finally:
+            await _publish(ctx, stamper, outcome)
 
     stamper = Stamper(ctx)
     done = asyncio.Event()  # the consumer has finished: helpers flush and end
@@ -189,14 +215,15 @@ async def _publish(ctx: Context, stamper: Stamper, outcome: Outcome) -> None:
 
 
 class Stamper:
-    """Marks published outbox rows `published_at` in batches: one UPDATE per batch, not per send.
+    """Marks published outbox rows `published_at` in batches: at most one UPDATE per `interval`.
 
     A row whose stamp is lost (crash) is relayed again by the scheduler after its grace time;
     delivery recognises the task by its message id, so that costs a duplicate task, not a mail.
     """
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, interval: float = 0.05) -> None:
         self.ctx = ctx
+        self.interval = interval  # at most one UPDATE per interval: stamps accumulate meanwhile
         self.pending: list[int] = []
         self.ready = asyncio.Event()
 
@@ -224,6 +251,8 @@ class Stamper:
                 await self.flush()
             except Exception as exc:
                 log.warning("outbox_stamp_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
         await self.flush()
 
 

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import string
+from dataclasses import dataclass
 
 PLATFORM_PREFIX = "sk_user_"
 WORKSPACE_PREFIX = "sk_"
@@ -47,3 +48,28 @@ def well_formed(key: str) -> bool:
     head = PLATFORM_PREFIX if kind == "platform" else WORKSPACE_PREFIX
     body = key[len(head) :]
     return len(body) == _BODY_LEN and all(c in _ALPHABET for c in body)
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """A presented key still to be checked where the work is done (e.g. the router's identity
+    read): its public prefix and SHA-256, never the key itself."""
+
+    prefix: str
+    digest: bytes
+
+    @classmethod
+    def of(cls, key: str) -> KeyCheck:
+        return cls(public_prefix(key), digest(key))
+
+    def encode(self) -> str:
+        return f"{self.prefix}:{self.digest.hex()}"
+
+    @classmethod
+    def decode(cls, value: str) -> KeyCheck:
+        """The inverse of `encode`; anything malformed becomes a check that never passes."""
+        prefix, _, hexdigest = value.rpartition(":")
+        try:
+            return cls(prefix, bytes.fromhex(hexdigest))
+        except ValueError:
+            return cls("", b"")

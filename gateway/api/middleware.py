@@ -43,7 +43,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 def _unstorable(text: str) -> bool:
     """NUL and lone surrogates (undecodable bytes) can never match a stored value."""
-    return "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text)
+    # isascii() first: it runs in C, and ASCII text (almost every header) has no surrogates
+    return "\x00" in text or (
+        not text.isascii() and any("\ud800" <= ch <= "\udfff" for ch in text)
+    )
 
 
 def _check_characters(request: web.Request) -> None:

@@ -16,23 +16,22 @@ deliver tasks and events (`Publisher`).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-import aio_pika
 import aiormq
 import orjson
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
 
 from gateway.bus.topology import Topology
 from gateway.errors import ServiceUnavailable
+from gateway.keys import KeyCheck
 from gateway.logging import get_logger
 
 log = get_logger(__name__)
@@ -42,6 +41,7 @@ STATUS_HEADER = "status"
 REPLAYED_HEADER = "x-mailgw-replayed"
 DEADLINE_HEADER = "x-mailgw-deadline"  # epoch ms after which the caller no longer waits
 ORIGIN_HEADER = "x-mailgw-origin"  # "api" for commands the HTTP API publishes
+KEY_HEADER = "x-mailgw-key-check"  # an API key the consumer must check (`keys.KeyCheck.encode`)
 
 
 class RpcTimeout(ServiceUnavailable):
@@ -62,7 +62,6 @@ class RpcClient:
         self.channel = channel
         self.topology = topology
         self._pending: dict[str, asyncio.Future[RpcReply]] = {}
-        self._exchanges: dict[str, AbstractExchange] = {}
         self._tag: str | None = None
 
     @classmethod
@@ -93,33 +92,31 @@ class RpcClient:
         headers: dict[str, Any] | None = None,
     ) -> RpcReply:
         """Publish (persistent) and wait for the answer; `RpcTimeout` after `wait` seconds."""
-        deadline = time.monotonic() + wait
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[RpcReply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        correlation_id = secrets.token_hex(16)
+        future: asyncio.Future[RpcReply] = loop.create_future()
         self._pending[correlation_id] = future
         hdrs = dict(headers or {})
         hdrs[DEADLINE_HEADER] = int((time.time() + wait) * 1000)
-        message = aio_pika.Message(
-            body, message_id=message_id, headers=hdrs, reply_to=DIRECT_REPLY_TO,
-            correlation_id=correlation_id, content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        properties = aiormq.spec.Basic.Properties(
+            message_id=message_id, headers=hdrs, reply_to=DIRECT_REPLY_TO,
+            correlation_id=correlation_id, content_type="application/json", delivery_mode=2,
         )
+        queued = False
         try:
-            ex = self._exchanges.get(exchange)
-            if ex is None:
-                ex = await self.channel.get_exchange(self.topology.name(exchange), ensure=False)
-                self._exchanges[exchange] = ex
-            # asyncio.timeout, not wait_for: no extra task per await on this hot path
-            try:
-                async with asyncio.timeout_at(loop_deadline(deadline)):
-                    await ex.publish(message, routing_key, mandatory=True)
-            except (TimeoutError, aio_pika.exceptions.DeliveryError, aiormq.exceptions.AMQPError) as exc:
-                raise RpcTimeout("The command could not be queued; retry later") from exc
-            try:
-                async with asyncio.timeout_at(loop_deadline(deadline)):
-                    return await future
-            except TimeoutError:
+            # One asyncio.timeout for the publish and the answer (not wait_for: no extra task
+            # per call on this hot path).
+            async with asyncio.timeout_at(loop.time() + wait):
+                await _publish_unconfirmed(self.channel, self.topology.name(exchange), routing_key,
+                                           body, properties, mandatory=True)
+                queued = True
+                return await future
+        except TimeoutError:
+            if queued:
                 raise RpcTimeout() from None
+            raise RpcTimeout("The command could not be queued; retry later") from None
+        except aiormq.exceptions.AMQPError as exc:
+            raise RpcTimeout("The command could not be queued; retry later") from exc
         finally:
             self._pending.pop(correlation_id, None)
 
@@ -150,25 +147,45 @@ class Responder:
         if replayed:
             headers[REPLAYED_HEADER] = True
         payload = body if isinstance(body, bytes) else orjson.dumps(body)
-        await self.channel.default_exchange.publish(
-            aio_pika.Message(
-                payload, headers=headers, correlation_id=request.correlation_id,
-                content_type="application/json", delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
-            ),
-            request.reply_to,
+        properties = aiormq.spec.Basic.Properties(
+            headers=headers, correlation_id=request.correlation_id,
+            content_type="application/json", delivery_mode=1,
         )
+        # Not mandatory: nobody could act on a returned answer (its caller is gone), and
+        # RabbitMQ 3.10 returns every mandatory publish to direct reply-to even as it delivers
+        # it, which cost the router a whole message back (and an error log line) per answer.
+        await _publish_unconfirmed(self.channel, "", request.reply_to, payload, properties,
+                                   mandatory=False)
 
     async def close(self) -> None:
         await self.channel.close()
 
 
-def loop_deadline(monotonic_deadline: float) -> float:
-    """A `time.monotonic()` deadline on the running loop's clock (for `asyncio.timeout_at`)."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic_deadline - time.monotonic())
+async def _publish_unconfirmed(
+    channel: AbstractChannel, exchange: str, routing_key: str, body: bytes,
+    properties: aiormq.spec.Basic.Properties, *, mandatory: bool,
+) -> None:
+    """Queue a publish on a channel without confirms, and return without waiting for the
+    frame to be written (aiormq's `wait=False`). aio-pika's `Exchange.publish` waits for each
+    frame's write while holding the channel's lock, so concurrent calls on one channel went
+    out one loop turn apiece; queued frames are written back to back. Nothing is lost by not
+    waiting: a write that fails closes the channel, and the caller's deadline (RPC) or the
+    caller's retry (answers are recovered as replays) covers it, as before."""
+    # `wait` is on aiormq's Channel, not on its abstract interface
+    underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+    await underlay.basic_publish(body, exchange=exchange, routing_key=routing_key,
+                                 properties=properties, mandatory=mandatory, wait=False)
 
 
 def expired(message: AbstractIncomingMessage) -> bool:
     """True when the publisher set a deadline that has passed (its caller got a 503)."""
     deadline = (message.headers or {}).get(DEADLINE_HEADER)
     return isinstance(deadline, int) and time.time() * 1000 > deadline
+
+
+def key_check(message: AbstractIncomingMessage) -> KeyCheck | None:
+    """The API key an HTTP command asks its consumer to check (`KEY_HEADER`), if any."""
+    value = (message.headers or {}).get(KEY_HEADER)
+    if value is None:
+        return None
+    return KeyCheck.decode(value.decode() if isinstance(value, bytes) else str(value))

@@ -7,8 +7,8 @@ replied-to one touched), `type = 'sent'` messages with `status = 'queued'`, atta
 their deliver tasks in `outbox` (the same rows `gateway.outbox.stage` writes), pins, and the
 answer recorded under the idempotency key. A send alone holds no cap row lock across a round
 trip (locks last one statement); a batch (`gateway.send.handler.handle_batch`, at most
-`MAX_BATCH` sends of one identity) holds them across its own database statements until its
-one commit, never across a broker round trip.
+`MAX_BATCH` sends of one identity, `record_sends`: the statements pipelined in one round trip)
+holds them until its one commit, never across a broker round trip.
 """
 
 from __future__ import annotations
@@ -185,22 +185,44 @@ async def record_send(conn: Tx | asyncpg.Pool, w: SendWrite) -> Written:
     Raises `KeyTaken` (nothing written) when the idempotency key was recorded meanwhile.
     """
     try:
-        row = await conn.fetchrow(
-            _SQL,
-            w.workspace_id, w.identity_id, w.identity_cap, w.day,
-            w.to, w.pinned, w.skip, w.conversation_ids, w.message_ids, w.tokens, w.lead_ids,
-            w.pool_ids, w.pool_caps, w.pool_emails, w.pool_from_names, w.pool_domains,
-            w.lead, w.campaign_id, w.campaign_name, w.subject, w.metadata,
-            w.in_reply_to, w.references, w.text, w.html, w.headers, w.unsubscribe, w.sequence_step,
-            w.reply_conversation, w.send_at,
-            w.att_keys, w.att_names, w.att_types, w.att_sizes,
-            w.handle, w.key, w.request_hash,
-        )
+        row = await conn.fetchrow(_SQL, *_args(w))
     except asyncpg.PostgresError as exc:
         if getattr(exc, "sqlstate", None) == "MG001":
             raise KeyTaken() from None
         raise
     assert row is not None
+    return _written(row)
+
+
+async def record_sends(conn: Tx, writes: list[SendWrite]) -> list[Written]:
+    """Several sends (of one identity, in order) as `record_send` statements pipelined in ONE
+    round trip and one implicit transaction (asyncpg `fetchmany`: one Sync for all): they
+    commit together or not at all. Raises `KeyTaken` (nothing written) when any key was
+    recorded meanwhile; the caller then runs each send alone."""
+    try:
+        rows = await conn.fetchmany(_SQL, [_args(w) for w in writes])
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) == "MG001":
+            raise KeyTaken() from None
+        raise
+    assert len(rows) == len(writes)  # the statement returns exactly one row
+    return [_written(r) for r in rows]
+
+
+def _args(w: SendWrite) -> tuple[Any, ...]:
+    return (
+        w.workspace_id, w.identity_id, w.identity_cap, w.day,
+        w.to, w.pinned, w.skip, w.conversation_ids, w.message_ids, w.tokens, w.lead_ids,
+        w.pool_ids, w.pool_caps, w.pool_emails, w.pool_from_names, w.pool_domains,
+        w.lead, w.campaign_id, w.campaign_name, w.subject, w.metadata,
+        w.in_reply_to, w.references, w.text, w.html, w.headers, w.unsubscribe, w.sequence_step,
+        w.reply_conversation, w.send_at,
+        w.att_keys, w.att_names, w.att_types, w.att_sizes,
+        w.handle, w.key, w.request_hash,
+    )
+
+
+def _written(row: asyncpg.Record) -> Written:
     return Written(row["status"], row["body"], list(zip(row["task_ids"], row["task_msgs"], strict=True)))
 
 

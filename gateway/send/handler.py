@@ -11,17 +11,23 @@ The caller publishes `Outcome.tasks` after the write and answers with `status` /
 
 `handle_batch` is the router's fast path for several new-conversation sends of one identity
 that arrive together: one read for all of them (their leads' suppressions and pins with the
-identity), then the same write statement per send inside ONE transaction, so the batch pays
-one commit (one WAL flush) instead of one per send. The cap rows it reserves stay locked
-until that commit: the transaction holds only database statements (no broker round trip)
-and at most `MAX_BATCH` sends. Any failure of a write rolls the whole batch back (caps
-included) and the caller runs each send alone through `handle_send`, which answers exactly as
-before (e.g. a replay for a key taken meanwhile).
+identity), then the same write statement per send, all pipelined in ONE round trip and one
+implicit transaction (`messages.record_sends`), so the batch pays two round trips and one
+commit (one WAL flush) instead of two and one per send. The cap rows it reserves stay locked
+until that commit: the transaction is that one pipelined exchange with PostgreSQL (no broker
+round trip) of at most `MAX_BATCH` sends. Any failure of a write rolls the whole batch back
+(caps included) and the caller runs each send alone through `handle_send`, which answers
+exactly as before (e.g. a replay for a key taken meanwhile).
+
+Sends from the HTTP API may carry an API key the API did not look up (`Pending.key_check`,
+see `gateway.api.auth`): the identity read checks it in the same statement (401 / 404).
 """
 
 from __future__ import annotations
 
+import copy
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +38,9 @@ from gateway.db import affinity, conversations, idempotency, messages, usage
 from gateway.db.affinity import Sender
 from gateway.db.conversations import Thread, lead_id
 from gateway.db.messages import KeyTaken, SendWrite, Written
-from gateway.errors import BadRequest, NotFound, TransientError
+from gateway.errors import BadRequest, GatewayError, NotFound, TransientError
 from gateway.ids import new_id
+from gateway.keys import KeyCheck
 from gateway.mail.threading import new_message_id, references_for_reply, reply_subject
 from gateway.send.idempotency import different_body, in_flight
 from gateway.send.models import Prepared, SendCommand, prepare
@@ -73,12 +80,13 @@ def ordered(body: Any) -> Any:
 
 
 async def handle_send(
-    conn: Tx, cmd: SendCommand, *, key: str | None, digest: str, prepared: Prepared | None = None
+    conn: Tx, cmd: SendCommand, *, key: str | None, digest: str, prepared: Prepared | None = None,
+    key_check: KeyCheck | None = None,
 ) -> Outcome:
     """Validate, then do the whole send atomically (see gateway.send.idempotency)."""
     p = prepared if prepared is not None else prepare(cmd, cmd.workspaceId)
     leads = p.recipients  # empty in reply mode: the thread names the lead
-    sender = await affinity.sender(conn, cmd.workspaceId, cmd.identity, leads)
+    sender = await affinity.sender(conn, cmd.workspaceId, cmd.identity, leads, key_check)
     if sender is None:
         raise NotFound("Identity not found")
     w = await _plan(conn, cmd.workspaceId, sender, p)
@@ -105,7 +113,7 @@ def _outcome(p: Prepared, written: Written) -> Outcome:
     return Outcome(written.status, ordered(written.body), tasks=tasks)
 
 
-MAX_BATCH = 16
+MAX_BATCH = 32
 
 
 @dataclass
@@ -116,10 +124,12 @@ class Pending:
     prepared: Prepared
     key: str | None
     digest: str
+    key_check: KeyCheck | None = None  # an API key to check in the identity read
 
     @property
-    def group(self) -> tuple[str, str]:
-        return self.cmd.workspaceId, self.cmd.identity.lower()
+    def group(self) -> tuple[str, str, KeyCheck | None]:
+        """Sends of one batch share the identity read, and so the key it checks."""
+        return self.cmd.workspaceId, self.cmd.identity.lower(), self.key_check
 
     @property
     def batchable(self) -> bool:
@@ -127,17 +137,24 @@ class Pending:
         return self.cmd.convId is None
 
 
-def take_batch(queue: list[Pending], limit: int = MAX_BATCH) -> tuple[list[Pending], list[Pending]]:
-    """(the next batch, the rest in order): the first pending send and the following ones of the
-    same identity, stopping before a lead or key already in the batch (the later send must see
-    the earlier one's pin, or replay its key) and skipping sends of other identities."""
-    first = queue[0]
+def take_batch(
+    queue: list[Pending], limit: int = MAX_BATCH, busy: Collection[object] = (),
+) -> tuple[list[Pending], list[Pending]]:
+    """(the next batch, the rest in order): the first pending send whose `group` is not `busy`
+    (being written: its sends would only wait for that commit on the identity's cap row) and
+    the following ones of the same group, stopping before a lead or key already in the batch
+    (the later send must see the earlier one's pin, or replay its key) and skipping sends of
+    other groups. ([], queue) when every pending send's group is busy."""
+    start = next((i for i, it in enumerate(queue) if it.group not in busy), None)
+    if start is None:
+        return [], queue
+    first = queue[start]
     if not first.batchable:
-        return [first], queue[1:]
-    batch, rest = [first], []
+        return [first], queue[:start] + queue[start + 1:]
+    batch, rest = [first], queue[:start]
     leads = {a.lower() for a in first.prepared.recipients}
     keys = {first.key}
-    for i, item in enumerate(queue[1:], 1):
+    for i, item in enumerate(queue[start + 1:], start + 1):
         if len(batch) >= limit:
             rest.extend(queue[i:])
             break
@@ -155,28 +172,34 @@ def take_batch(queue: list[Pending], limit: int = MAX_BATCH) -> tuple[list[Pendi
 
 
 async def handle_batch(conn: Tx, items: list[Pending]) -> list[Outcome | Exception]:
-    """Several new-conversation sends of one identity in one transaction (module docstring).
+    """Several new-conversation sends of one identity (one `group`) in one transaction (module
+    docstring).
 
     Per send, the Outcome or the `GatewayError` its planning raised (nothing written for it).
     Raises when a write fails: the transaction is rolled back and nothing of the batch stays.
     """
-    first = items[0].cmd
+    first = items[0]
     leads = [a for it in items for a in it.prepared.recipients]
-    results: list[Outcome | Exception] = []
-    async with conn.transaction():
-        sender = await affinity.sender(conn, first.workspaceId, first.identity, leads)
-        for it in items:
-            if sender is None:
-                results.append(NotFound("Identity not found"))
-                continue
-            try:
-                w = await _plan(conn, first.workspaceId, sender, it.prepared)
-            except (BadRequest, NotFound) as exc:
-                results.append(exc)
-                continue
-            w.key, w.request_hash = it.key, it.digest
-            results.append(_outcome(it.prepared, await messages.record_send(conn, w)))
-    return results
+    try:
+        sender = await affinity.sender(conn, first.cmd.workspaceId, first.cmd.identity, leads,
+                                       first.key_check)
+    except GatewayError as exc:  # the key check: the same answer for every send of the group
+        return [copy.copy(exc) for _ in items]
+    if sender is None:
+        return [NotFound("Identity not found") for _ in items]
+    planned: list[SendWrite | Exception] = []
+    for it in items:
+        try:
+            w = await _plan(conn, first.cmd.workspaceId, sender, it.prepared)
+        except (BadRequest, NotFound) as exc:
+            planned.append(exc)
+            continue
+        w.key, w.request_hash = it.key, it.digest
+        planned.append(w)
+    writes = [w for w in planned if isinstance(w, SendWrite)]
+    written = iter(await messages.record_sends(conn, writes) if writes else [])
+    return [_outcome(it.prepared, next(written)) if isinstance(w, SendWrite) else w
+            for it, w in zip(items, planned, strict=True)]
 
 
 async def _plan(conn: Tx, workspace_id: str, sender: Sender, p: Prepared) -> SendWrite:

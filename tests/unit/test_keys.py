@@ -35,3 +35,11 @@ def test_digest_and_matches() -> None:
     assert k.encode() not in stored and len(stored) == 32
     assert keys.matches(k, stored)
     assert not keys.matches(keys.generate("workspace"), stored)
+
+
+def test_key_check_round_trip_and_malformed() -> None:
+    key = keys.generate("workspace")
+    check = keys.KeyCheck.of(key)
+    assert check.prefix == keys.public_prefix(key) and check.digest == keys.digest(key)
+    assert keys.KeyCheck.decode(check.encode()) == check
+    assert keys.KeyCheck.decode("sk_abc:not-hex") == keys.KeyCheck("", b"")

@@ -40,3 +40,10 @@ def test_a_repeated_lead_or_key_ends_the_batch() -> None:
 def test_limit() -> None:
     q = [item(f"l{i}@x.example") for i in range(5)]
     assert take_batch(q, limit=2) == (q[:2], q[2:])
+
+
+def test_busy_groups_are_skipped_in_order() -> None:
+    a, other, b = item("a@x.example"), item("b@x.example", identity="bob@example.com"), item("c@x.example")
+    batch, rest = take_batch([a, other, b], busy={a.group})
+    assert batch == [other] and rest == [a, b]
+    assert take_batch([a, b], busy={a.group}) == ([], [a, b])

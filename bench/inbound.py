@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import statistics
 import sys
@@ -39,33 +40,51 @@ from tests.support.services import (
 USER = "gateway@example.test"
 
 
-async def raw_fetch(folder: str) -> tuple[int, float]:
+async def raw_fetch(folder: str) -> tuple[int, float, float]:
+    """(messages, seconds, CPU seconds of this process) of fetching the folder raw."""
     session = await ImapSession.open("127.0.0.1", 1143, "none", USER, "secret")
     try:
         await session.select(folder)
-        started = time.perf_counter()
+        cpu, started = time.process_time(), time.perf_counter()
         uids = await session.uids_above(0)
         count = 0
         for i in range(0, len(uids), BATCH):
             count += len(await session.fetch(uids[i:i + BATCH]))
-        return count, time.perf_counter() - started
+        return count, time.perf_counter() - started, time.process_time() - cpu
     finally:
         await session.close()
 
 
-async def ingest(ingestor: Ingestor, mailbox: MailboxRef, folder: str) -> tuple[int, float]:
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores so far, from /proc/stat (0, 0 where unavailable)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+async def ingest(ingestor: Ingestor, mailbox: MailboxRef, folder: str) -> tuple[int, float, float]:
+    """(messages, seconds, CPU seconds of this process) of ingesting the folder; prints how
+    busy the whole machine (PostgreSQL, RabbitMQ and Dovecot included) was meanwhile."""
     session = await ImapSession.open("127.0.0.1", 1143, "none", USER, "secret")
     try:
         state = await session.select(folder)
-        started = time.perf_counter()
+        cpu, started, machine = time.process_time(), time.perf_counter(), machine_cpu()
         uids = await session.uids_above(0)
         # The watcher's own catch-up path (fetch one batch ahead while ingesting).
         last = await ingest_uids(session, ingestor, mailbox, folder, state.uidvalidity, uids)
-        secs = time.perf_counter() - started
+        secs, cpu = time.perf_counter() - started, time.process_time() - cpu
+        busy, total = (after - before for after, before in zip(machine_cpu(), machine, strict=True))
+        if total:
+            print(f"  machine CPU busy during ingest: {busy / total:.0%} of {os.cpu_count()} cores,"
+                  f" this process {cpu / secs:.0%} of one core")
         count = await ingestor.pool.fetchval(
             "SELECT count(*) FROM messages WHERE mailbox_id = $1 AND direction = 'inbound'", mailbox.id)
         assert last == uids[-1]
-        return int(count), secs
+        return int(count), secs, cpu
     finally:
         await session.close()
 
@@ -88,10 +107,14 @@ async def main(n: int, runs: int) -> int:
             raw = make_mail(sender=lab.lead, to=USER, in_reply_to=lab.sent_rfc_id,
                             body=f"Reply {i}.\n\n" + "Quoted history line.\n" * 120)
             await client.append(raw, mailbox=folder)
-        raw_rates, ingest_rates = [], []
+        raw_rates: list[float] = []
+        ingest_rates: list[float] = []
+        raw_cpu: list[float] = []
+        ingest_cpu: list[float] = []
         for run in range(runs):
-            count, secs = await raw_fetch(folder)
+            count, secs, cpu = await raw_fetch(folder)
             raw_rates.append(count / secs)
+            raw_cpu.append(cpu / count * 1000)
             lab_run = await make_lab(ctx.pool, ctx.vault)
             # The same conversation's Message-ID in this run's workspace: replies thread onto it.
             await ctx.pool.execute("UPDATE messages SET rfc_message_id = $1 WHERE id = $2",
@@ -99,17 +122,21 @@ async def main(n: int, runs: int) -> int:
             ingestor = Ingestor(ctx.pool, DirectoryStorage(settings.attachments_path), settings.public_url,
                                 ctx.publisher)
             ref = MailboxRef(lab_run.mailbox_id, lab_run.workspace_id, USER)
-            got, secs = await ingest(ingestor, ref, folder)
+            got, secs, cpu = await ingest(ingestor, ref, folder)
             if got != n:
                 print(f"run {run}: ingested {got} of {n}", file=sys.stderr)
                 return 1
             ingest_rates.append(got / secs)
-            print(f"run {run + 1}: raw {raw_rates[-1]:.0f} msg/s, ingest {ingest_rates[-1]:.0f} msg/s")
+            ingest_cpu.append(cpu / got * 1000)
+            print(f"run {run + 1}: raw {raw_rates[-1]:.0f} msg/s ({raw_cpu[-1]:.3f} ms CPU/msg),"
+                  f" ingest {ingest_rates[-1]:.0f} msg/s ({ingest_cpu[-1]:.3f} ms CPU/msg)")
         raw_m, ing_m = statistics.median(raw_rates), statistics.median(ingest_rates)
         print(f"messages: {n}, runs: {runs}")
         print(f"raw aioimaplib UID FETCH BODY.PEEK[] (median): {raw_m:.0f} msg/s")
         print(f"ingest fetch+parse+thread+persist+publish (median): {ing_m:.0f} msg/s")
         print(f"ratio: {ing_m / raw_m:.1%} (target >= 20%)")
+        print(f"gateway process CPU per message (median): raw {statistics.median(raw_cpu):.3f} ms,"
+              f" ingest {statistics.median(ingest_cpu):.3f} ms")
         return 0
     finally:
         await client.delete(folder)

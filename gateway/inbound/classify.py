@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from email import message_from_bytes, policy
+from email import policy
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from typing import Literal
 
 from gateway.mail.autoreply import is_auto_reply
 from gateway.mail.bounce import Bounce, parse_bounce
-from gateway.mail.parse import ParsedMail, UnparseableMail, parse_inbound
+from gateway.mail.parse import ParsedMail, UnparseableMail, message_from_raw, parse_inbound
 from gateway.mail.quotes import strip_quoted
 from gateway.timefmt import now
 
@@ -84,7 +84,7 @@ def parse_message(raw: bytes) -> EmailMessage:
     if not isinstance(raw, bytes | bytearray) or not raw.strip():
         raise UnparseableMail("empty input")
     try:
-        msg = message_from_bytes(bytes(raw), policy=_POLICY)
+        msg = message_from_raw(bytes(raw), _POLICY)
     except Exception as exc:  # the parser is meant never to raise; be sure
         raise UnparseableMail(f"parser failed: {type(exc).__name__}") from exc
     if not isinstance(msg, EmailMessage) or not list(msg.raw_items()):

@@ -7,7 +7,7 @@ mail, one for the threading candidates (by Message-ID, then by lead address), de
 in the batch's order (a message may thread onto one earlier in the same batch), then one
 multi-row statement each for the claims, quarantined mail, replies, attachments, conversation
 counters and events with their outbox rows. Then the folder cursor moves to the batch's last
-UID, the transaction commits, and the staged outbox rows are published concurrently. A crash
+UID, the transaction commits, and the staged outbox rows are published in one write. A crash
 anywhere before the commit loses the whole batch (fetched again); after it, the scheduler
 relays any unpublished outbox row. Nothing is handled twice: `inbound_seen` is the
 exactly-once key.
@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 
 from gateway import events
+from gateway.bus.batch_publish import Outgoing, publish_many
 from gateway.bus.publisher import Publisher
 from gateway.bus.topology import EVENTS
 from gateway.db import inbound_leases as leasedb
@@ -214,14 +215,11 @@ class Ingestor:
             await self._publish(self.publisher, mailbox, staged)
 
     async def _publish(self, publisher: Publisher, mailbox: MailboxRef, staged: list[Staged]) -> None:
-        """Publish the committed events concurrently (confirms pipelined on the channel), then
-        stamp the confirmed ones in one UPDATE; the rest are left to the scheduler's relay."""
+        """Publish the committed events in one write (confirms awaited together), then stamp
+        the confirmed ones in one UPDATE; the rest are left to the scheduler's relay."""
         try:
-            outcomes = await asyncio.gather(
-                *(publisher.publish(EVENTS, event["type"], body, message_id=event["id"], headers={})
-                  for _, event, body in staged),
-                return_exceptions=True,
-            )
+            outcomes = await publish_many(
+                publisher, EVENTS, [Outgoing(event["type"], body, event["id"]) for _, event, body in staged])
             done = [oid for (oid, _, _), out in zip(staged, outcomes, strict=True) if out is None]
             await writes.mark_published(self.pool, done)
             failed = [out for out in outcomes if isinstance(out, BaseException)]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.policy import Policy
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import TypeVar
 
@@ -27,6 +29,22 @@ MAX_DEPTH = 20  # nested multiparts/messages deeper than this are junk or an att
 MAX_PARTS = 500
 _BOUNDARY_LINE = re.compile(rb"^--([^\s]{1,200}?)(--)?\s*$", re.MULTILINE)
 _WHITESPACE = re.compile(r"\s+")
+
+# The common shapes of Content-Type and address headers, read straight from the raw value:
+# for these the `email` package's parsers (header registry, get_param, getaddresses) give a
+# known result, so they are skipped; anything else goes through them (see `_simple_text` and
+# `_addresses`; tests/unit/mail/test_parse_shortcuts.py pins both to the general path).
+_WS = r"[ \t\r\n]*"  # folding whitespace only: not every Unicode space `\s` would match
+_SIMPLE_TEXT_TYPE = re.compile(
+    rf"{_WS}(text/(?:plain|html)){_WS}"
+    rf"((?:;{_WS}[A-Za-z0-9-]+{_WS}={_WS}(?:[A-Za-z0-9_.:+/-]+|\"[A-Za-z0-9_.:+/ -]*\"){_WS})*)",
+    re.IGNORECASE)
+_SIMPLE_PARAM = re.compile(
+    rf';{_WS}([A-Za-z0-9-]+){_WS}={_WS}(?:([A-Za-z0-9_.:+/-]+)|"([A-Za-z0-9_.:+/ -]*)")')
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_SIMPLE_MAILBOX = re.compile(
+    rf"{_WS}(?:({_ADDR_SPEC})|((?:[A-Za-z0-9]+ )*[A-Za-z0-9]+)?{_WS}<({_ADDR_SPEC})>){_WS}")
 
 
 class UnparseableMail(Exception):
@@ -85,12 +103,27 @@ def _first(headers: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-def _addresses(raw_values: list[str] | None) -> list[tuple[str, str]]:
+def _simple_addresses(values: list[str]) -> list[tuple[str, str]] | None:
+    """What `getaddresses` gives for a list of plain `addr@domain` / `Name <addr@domain>`
+    entries (ASCII atoms only, no quotes, comments or groups); None for anything else."""
+    pairs: list[tuple[str, str]] = []
+    for entry in ", ".join(values).split(","):  # getaddresses joins the values with ", "
+        found = _SIMPLE_MAILBOX.fullmatch(entry)
+        if found is None:
+            return None
+        bare, name, routed = found.groups()
+        pairs.append(("", bare) if bare else (name or "", routed))
+    return pairs
+
+
+def _addresses(raw_values: list[str] | None, shortcut: bool = True) -> list[tuple[str, str]]:
     """(display name, address with lower-cased domain) pairs; entries without '@' are skipped."""
     if not raw_values:
         return []
     empty: list[tuple[str, str]] = []
-    pairs = _safe(lambda: getaddresses([unsurrogate(v) for v in raw_values]), empty)
+    pairs = _simple_addresses(raw_values) if shortcut else None
+    if pairs is None:
+        pairs = _safe(lambda: getaddresses([unsurrogate(v) for v in raw_values]), empty)
     out: list[tuple[str, str]] = []
     for name, addr in pairs:
         addr = addr.strip()
@@ -126,6 +159,37 @@ class _Body:
     htmls: list[str] = field(default_factory=list)
     attachments: list[ParsedAttachment] = field(default_factory=list)
     parts: int = 0
+
+
+def _simple_text(part: Message) -> tuple[str, str | None] | None:
+    """(content type, charset) of a single text/plain or text/html part whose one Content-Type
+    header has only plain token or quoted parameters (none of them a file name) and which has
+    no Content-Disposition: what `get_content_type` and `get_param("charset")` would return,
+    read from the raw header without the header registry. None for any other part."""
+    if _safe(part.is_multipart, True):
+        return None
+    value: str | None = None
+    for name, raw in part.raw_items():
+        key = name.lower()
+        if key == "content-disposition" or (key == "content-type" and value is not None):
+            return None
+        if key == "content-type":
+            if not isinstance(raw, str):
+                return None
+            value = raw
+    if value is None:  # no Content-Type: the default type, no parameters
+        return ("text/plain", None) if part.get_default_type() == "text/plain" else None
+    found = _SIMPLE_TEXT_TYPE.fullmatch(value)
+    if found is None:
+        return None
+    charset: str | None = None
+    for param in _SIMPLE_PARAM.finditer(found.group(2)):
+        key = param.group(1).lower()
+        if key == "name":
+            return None  # a named part is an attachment: the general path decides
+        if key == "charset" and charset is None:  # get_param returns the first one
+            charset = param.group(2) if param.group(2) is not None else param.group(3)
+    return found.group(1).lower(), charset
 
 
 def _content_type(part: Message) -> str:
@@ -196,9 +260,15 @@ def _attached_message(part: Message, body: _Body) -> None:
     )
 
 
-def _walk(part: Message, body: _Body, depth: int) -> None:
+def _walk(part: Message, body: _Body, depth: int, shortcut: bool = True) -> None:
     body.parts += 1
     if depth > MAX_DEPTH or body.parts > MAX_PARTS:
+        return
+    simple = _simple_text(part) if shortcut else None
+    if simple is not None:  # a plain text or HTML body: what _leaf does for it, minus look-ups
+        ctype, charset = simple
+        text = decode_bytes(_payload_bytes(part), charset)
+        (body.texts if ctype == "text/plain" else body.htmls).append(text)
         return
     ctype = _content_type(part)
     if ctype in {"message/rfc822", "message/global"}:
@@ -213,13 +283,13 @@ def _walk(part: Message, body: _Body, depth: int) -> None:
     if ctype != "multipart/alternative":
         for child in children:
             if isinstance(child, Message):
-                _walk(child, body, depth + 1)
+                _walk(child, body, depth + 1, shortcut)
         return
     # Alternatives carry the same content: keep the first plain and the last (richest) HTML.
     found = [_Body() for _ in children]
     for child, sub in zip(children, found, strict=True):
         if isinstance(child, Message):
-            _walk(child, sub, depth + 1)
+            _walk(child, sub, depth + 1, shortcut)
             body.parts += sub.parts
             body.attachments.extend(sub.attachments)
     texts = [s.texts for s in found if s.texts]
@@ -245,12 +315,33 @@ def _recover_boundary(raw: bytes, msg: Message) -> Message:
     return reparsed if reparsed is not None and _safe(reparsed.is_multipart, False) else msg
 
 
+def message_from_raw(raw: bytes, parse_policy: Policy) -> Message:
+    """`email.message_from_bytes(raw, policy=parse_policy)`, the same object, built cheaper
+    when the message is a single part.
+
+    The feed parser handles a body line by line, although for a type that is neither
+    multipart/* nor message/* it only joins those lines back into the payload. So the header
+    section (up to the first blank line) is parsed alone and, when every line of it was a
+    header and the type is not multipart/* or message/*, the rest of the bytes become the
+    payload exactly as the parser would have set it. Anything else is parsed whole."""
+    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
+    ends = [i + n for i, n in ((crlf, 4), (lf, 2)) if i >= 0]
+    if ends:
+        end = min(ends)
+        msg = BytesParser(policy=parse_policy).parsebytes(raw[:end], headersonly=True)
+        if (msg.get_payload() == "" and not msg.defects
+                and msg.get_content_maintype() not in {"multipart", "message"}):
+            msg.set_payload(raw[end:].decode("ascii", "surrogateescape"))
+            return msg
+    return message_from_bytes(raw, policy=parse_policy)
+
+
 def parse_message(raw: bytes) -> EmailMessage:
     """Parse bytes with policy.default (the object auto-reply and bounce detection accept)."""
     if not isinstance(raw, bytes | bytearray) or not raw.strip():
         raise UnparseableMail("empty input")
     try:
-        msg = message_from_bytes(bytes(raw), policy=policy.default)
+        msg = message_from_raw(bytes(raw), policy.default)
     except Exception as exc:  # the parser is meant never to raise; be sure
         raise UnparseableMail(f"parser failed: {type(exc).__name__}") from exc
     if not isinstance(msg, EmailMessage) or not list(msg.raw_items()):
@@ -258,40 +349,42 @@ def parse_message(raw: bytes) -> EmailMessage:
     return msg
 
 
-def parse_inbound(raw: bytes, msg: EmailMessage | None = None) -> ParsedMail:
+def parse_inbound(raw: bytes, msg: EmailMessage | None = None, *, shortcut: bool = True) -> ParsedMail:
     """Parse an inbound message; raises only UnparseableMail, for hopeless input.
 
     `msg` is `raw` already parsed by `parse_message` (so a caller that needs the EmailMessage
-    too parses the bytes once)."""
+    too parses the bytes once). `shortcut=False` reads every header through the `email`
+    package's accessors (the reference the raw-header shortcuts are tested against)."""
     if msg is None:
         msg = parse_message(raw)
     try:
-        return _parse(bytes(raw), msg)
+        return _parse(bytes(raw), msg, shortcut)
     except UnparseableMail:
         raise
     except Exception as exc:  # a last guard so one odd message cannot stop a poller
         raise UnparseableMail(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _parse(raw: bytes, msg: EmailMessage) -> ParsedMail:
+def _parse(raw: bytes, msg: EmailMessage, shortcut: bool) -> ParsedMail:
     headers = _raw_headers(msg)
     decoded = {k: [decode_header_value(v) for v in vs] for k, vs in headers.items()}
     body = _Body()
-    _walk(_recover_boundary(raw, msg), body, 0)
+    single_text = shortcut and _simple_text(msg) is not None  # no multipart to recover
+    _walk(msg if single_text else _recover_boundary(raw, msg), body, 0, shortcut)
     html = "\n".join(body.htmls).replace("\r\n", "\n") if body.htmls else None
     text = "\n\n".join(t.strip("\r\n") for t in body.texts).replace("\r\n", "\n")
     if not text.strip() and html:
         text = html_to_text(html)
-    sender = _addresses(headers.get("from"))
+    sender = _addresses(headers.get("from"), shortcut)
     return ParsedMail(
         message_id=_message_id(_first(headers, "message-id")),
         in_reply_to=parse_msgid_list(" ".join(headers.get("in-reply-to", []))),
         references=parse_msgid_list(" ".join(headers.get("references", []))),
         from_addr=sender[0][1] if sender else None,
         from_name=(sender[0][0] or None) if sender else None,
-        to=[addr for _, addr in _addresses(headers.get("to"))],
-        cc=[addr for _, addr in _addresses(headers.get("cc"))],
-        reply_to=[addr for _, addr in _addresses(headers.get("reply-to"))],
+        to=[addr for _, addr in _addresses(headers.get("to"), shortcut)],
+        cc=[addr for _, addr in _addresses(headers.get("cc"), shortcut)],
+        reply_to=[addr for _, addr in _addresses(headers.get("reply-to"), shortcut)],
         subject=(decoded.get("subject") or [""])[0],
         date=_date(_first(headers, "date")),
         text=text.strip(),

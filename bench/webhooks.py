@@ -1,6 +1,10 @@
 """Benchmark (issue 6, item 10): events → broker → dispatcher → signed POSTs, vs raw aiohttp POSTs.
 
     .venv/bin/python bench/webhooks.py [--events 2000] [--runs 3] [--concurrency 16]
+    .venv/bin/python bench/webhooks.py --runs 1 --events 20000 --profile /tmp/dispatcher.txt
+
+`--profile FILE` samples this process with py-spy (raw collapsed stacks) during the dispatcher
+phases only.
 
 Stages N events (as producers do: `events.stage` + outbox) for a workspace with one webhook
 endpoint, publishes them to `mailgw.events`, then times the real dispatcher role until every
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -59,6 +65,17 @@ DATA: dict[str, Any] = {
 }
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(idle, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def idle_since(start: tuple[int, int]) -> float:
+    idle, total = cpu_ticks()
+    return 100 * (idle - start[0]) / max(1, total - start[1])
+
+
 async def raw_run(url: str, n: int, concurrency: int, body: bytes) -> float:
     """POSTs of `body` over `concurrency` workers sharing one session: the baseline."""
     left = iter(range(n))
@@ -73,16 +90,32 @@ async def raw_run(url: str, n: int, concurrency: int, body: bytes) -> float:
                     assert resp.status == 200
 
         started = time.perf_counter()
-        cpu = time.process_time()
+        cpu, machine = time.process_time(), cpu_ticks()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-        print(f"  raw client CPU {100 * (time.process_time() - cpu) / wall:.0f}% of wall")
+        print(f"  raw client CPU {100 * (time.process_time() - cpu) / wall:.0f}% of wall,"
+              f" {1e6 * (time.process_time() - cpu) / n:.0f} µs per POST;"
+              f" machine idle {idle_since(machine):.0f}%")
         return n / wall
 
 
 async def stage_events(pool: asyncpg.Pool, workspace_id: str, n: int) -> list[int]:
     async with pool.acquire() as conn, conn.transaction():
         return [(await events.stage(conn, "email.sent", workspace_id, DATA))[1] for _ in range(n)]
+
+
+async def start_profiler(path: Path) -> asyncio.subprocess.Process:
+    """py-spy on this process (collapsed stacks), from now until `stop_profiler`."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "-r", "250",
+        "--pid", str(os.getpid()), "-o", str(path), stdout=asyncio.subprocess.DEVNULL)
+    await asyncio.sleep(1.0)  # let py-spy attach before the timed phase starts
+    return proc
+
+
+async def stop_profiler(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGINT)
+    await proc.wait()
 
 
 async def dispatcher_run(ctx: Any, n: int, done_before: int) -> float:
@@ -96,7 +129,7 @@ async def dispatcher_run(ctx: Any, n: int, done_before: int) -> float:
     stop = asyncio.Event()
     db_start = await ctx.pool.fetchval("SELECT clock_timestamp()")
     started = time.perf_counter()
-    cpu = time.process_time()
+    cpu, machine = time.process_time(), cpu_ticks()
     task = asyncio.create_task(dispatcher.run(ctx, stop))
     try:
         for _ in range(int(MAX_WAIT_SECONDS / 0.02)):
@@ -110,10 +143,12 @@ async def dispatcher_run(ctx: Any, n: int, done_before: int) -> float:
         else:
             raise TimeoutError("the dispatcher did not finish in time")
         wall = time.perf_counter() - started
-        cpu_share = 100 * (time.process_time() - cpu) / wall
+        used = time.process_time() - cpu
+        idle = idle_since(machine)
         intake = await ctx.pool.fetchval(
             "SELECT EXTRACT(EPOCH FROM max(created_at) - $1)::float8 FROM webhook_deliveries", db_start)
-        print(f"  dispatcher process CPU {cpu_share:.0f}% of wall;"
+        print(f"  dispatcher process CPU {100 * used / wall:.0f}% of wall, {1e6 * used / n:.0f} µs per"
+              f" delivery; machine idle {idle:.0f}%;"
               f" all events recorded as attempts after ~{intake or wall:.2f}s of {wall:.2f}s")
         return n / wall
     finally:
@@ -126,6 +161,7 @@ async def main() -> None:
     ap.add_argument("--events", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the dispatcher phases")
     args = ap.parse_args()
     n, conc = args.events, args.concurrency
 
@@ -149,7 +185,13 @@ async def main() -> None:
                 raw_rates.append(await raw_run(url, n, conc, body))
                 ids = await stage_events(ctx.pool, t.workspace_id, n)
                 await outbox.publish_rows(ctx.pool, ctx.publisher, ids)  # events wait in the queue
-                hook_rates.append(await dispatcher_run(ctx, n, n * run))
+                profiler = await start_profiler(
+                    args.profile.with_suffix(f".{run + 1}.txt")) if args.profile else None
+                try:
+                    hook_rates.append(await dispatcher_run(ctx, n, n * run))
+                finally:
+                    if profiler is not None:
+                        await stop_profiler(profiler)
                 print(f"run {run + 1}: raw {raw_rates[-1]:.0f} POST/s, dispatcher {hook_rates[-1]:.0f} "
                       f"deliveries/s", flush=True)
             raw, hook = statistics.median(raw_rates), statistics.median(hook_rates)

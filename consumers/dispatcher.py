@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -25,13 +26,15 @@ from gateway.bus.consumer import park
 from gateway.bus.topology import DISPATCHER
 from gateway.errors import PermanentError
 from gateway.logging import get_logger
-from gateway.webhooks.dispatch import Dispatcher
+from gateway.webhooks.dispatch import Dispatcher, parse_event
 
 log = get_logger(__name__)
 
 # Events taken from the queue at once: they only become rows (batched transactions) and are
 # acked, so a deep window costs little and keeps the intake batches large.
-PREFETCH = 1024
+PREFETCH = 4096
+BATCH = 512  # events per intake transaction
+WORKERS = 1  # intake transactions in flight
 ROLE = "dispatcher"
 
 OK, REQUEUE, PARK = "ok", "requeue", "park"
@@ -103,49 +106,87 @@ class OrderedAcker:
             log.warning("dispatcher_settle_failed", error=repr(exc))
 
 
+class Intake:
+    """Groups delivered events into intake batches.
+
+    The broker's callback only queues the message (no future per message, nothing awaited);
+    at most `WORKERS` batches of at most `BATCH` events are recorded at once (their commits
+    overlap), and each batch is settled (acked in delivery order) once recorded.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, acker: OrderedAcker) -> None:
+        self.dispatcher = dispatcher
+        self.acker = acker
+        self.waiting: list[_Entry] = []
+        self.workers: set[asyncio.Task[None]] = set()
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        self.waiting.append(self.acker.add(message))
+        if len(self.workers) < WORKERS:
+            self.workers.add(asyncio.create_task(self._drain(), name="dispatcher-intake"))
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[:BATCH], self.waiting[BATCH:]
+                try:
+                    await self._record(batch)
+                finally:
+                    await self.acker.settle()
+        finally:
+            # Leave the set with no await after the last look at `waiting`: a message that
+            # arrives from here on starts a worker of its own.
+            task = asyncio.current_task()
+            if task is not None:
+                self.workers.discard(task)
+
+    async def _record(self, batch: list[_Entry]) -> None:
+        parsed: list[tuple[dict[str, Any], bytes]] = []
+        entries: list[_Entry] = []
+        for entry in batch:
+            try:
+                parsed.append((parse_event(entry.message.body), entry.message.body))
+            except PermanentError as exc:
+                log.warning("message_parked", role=ROLE, queue=DISPATCHER, reason=exc.message,
+                            message_id=entry.message.message_id)
+                entry.outcome, entry.reason = PARK, exc.message
+                continue
+            entries.append(entry)
+        if not entries:
+            return
+        try:
+            await self.dispatcher.intake(parsed)
+        except asyncio.CancelledError:
+            for entry in entries:  # never acked: requeued by the broker when the channel closes
+                entry.outcome = REQUEUE
+            raise
+        except Exception as exc:
+            log.warning("messages_requeued", role=ROLE, queue=DISPATCHER, error=repr(exc),
+                        count=len(entries))
+            for entry in entries:
+                entry.outcome = REQUEUE
+        else:
+            for entry in entries:
+                entry.outcome = OK
+
+    async def finish(self, seconds: float) -> None:
+        """Let the batches in progress finish and be settled (shutdown)."""
+        if self.workers:
+            await asyncio.wait(set(self.workers), timeout=seconds)
+
+
 async def consume_events(ctx: Context, dispatcher: Dispatcher, stop: asyncio.Event) -> None:
     """Consume `mailgw.dispatcher` until `stop`; in-flight events finish (and are settled) first."""
     channel = await ctx.amqp.channel()
     await channel.set_qos(prefetch_count=PREFETCH)
     q = await channel.get_queue(ctx.publisher.topology.name(DISPATCHER), ensure=False)
-    acker = OrderedAcker(ctx, DISPATCHER)
-    inflight: set[asyncio.Task[None]] = set()
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            inflight.add(task)
-        entry = acker.add(message)
-        try:
-            await dispatcher.handle_event(message.body)
-        except PermanentError as exc:
-            log.warning("message_parked", role=ROLE, queue=DISPATCHER, reason=exc.message,
-                        message_id=message.message_id)
-            entry.outcome, entry.reason = PARK, exc.message
-        except asyncio.CancelledError:
-            entry.outcome = REQUEUE  # never acked: requeued by the broker when the channel closes
-            if task is not None:
-                inflight.discard(task)
-            raise
-        except Exception as exc:
-            log.warning("message_requeued", role=ROLE, queue=DISPATCHER, error=repr(exc),
-                        message_id=message.message_id)
-            entry.outcome = REQUEUE
-        else:
-            entry.outcome = OK
-        try:
-            await acker.settle()
-        finally:
-            if task is not None:
-                inflight.discard(task)
-
-    tag = await q.consume(on_message)
+    intake = Intake(dispatcher, OrderedAcker(ctx, DISPATCHER))
+    tag = await q.consume(intake.on_message)
     try:
         await stop.wait()
     finally:
         await q.cancel(tag)
-        if inflight:
-            await asyncio.wait(set(inflight), timeout=30)
+        await intake.finish(30)
         await channel.close()
 
 

@@ -212,7 +212,7 @@ async def insert_first_attempts(
 
 _CLAIM_SELECT = (
     " SELECT cl.id, cl.endpoint_id, cl.event_id, cl.event_type, cl.attempt, cl.next_attempt_at,"
-    f" cl.start_now, {_SIGNING}, p.body"
+    f" cl.start_now, cl.lease, {_SIGNING}, p.body"
     " FROM claimed cl JOIN webhook_endpoints e ON e.id = cl.endpoint_id"
     " LEFT JOIN webhook_payloads p ON p.event_id = cl.event_id"
 )
@@ -220,16 +220,17 @@ _CLAIM_SELECT = (
 
 async def claim_due(
     conn: Conn, *, plan: list[tuple[str, int, int]], skip: list[str], limit: int,
-    per_endpoint: int, queue_limit: int, base_lease: float, post_seconds: float,
+    per_endpoint: int, queue_limit: int, base_lease: float, post_seconds: float, max_rounds: int,
 ) -> list[asyncpg.Record]:
     """Claim due attempts (SKIP LOCKED): per endpoint, its free slots plus its queue room.
 
     `plan` gives (endpoint, free slots, queued) for endpoints the caller has work for; others
     have `per_endpoint` free slots and an empty queue. Claiming pushes `next_attempt_at` out
-    by a lease — longer for rows that will wait in the queue, by the POSTs ahead of them —
-    so a dispatcher that dies leaves the rows pending and due again once the lease expires.
-    The new `next_attempt_at` is the claim's token when recording the outcome. `start_now`
-    tells rows for a free slot from rows for the queue.
+    by a lease — longer for rows that will wait in the queue, by the POSTs ahead of them (at
+    most `max_rounds` of them) — so a dispatcher that dies leaves the rows pending and due
+    again once the lease expires. The new `next_attempt_at` is the claim's token when
+    recording the outcome; `lease` is its length in seconds. `start_now` tells rows for a
+    free slot from rows for the queue.
     """
     rows: list[asyncpg.Record] = await conn.fetch(
         "WITH plan AS (SELECT * FROM unnest($1::text[], $2::int[], $3::int[]) AS p(eid, free, queued)),"
@@ -244,17 +245,17 @@ async def claim_due(
         "  FROM cand c LEFT JOIN plan p ON p.eid = c.endpoint_id"
         "), chosen AS ("
         "  SELECT id, rn <= free AS start_now, CASE WHEN rn <= free THEN $8::float8"
-        "   ELSE $8 + ((queued + rn - free - 1) / $6 + 1) * $9::float8 END AS lease"
+        "   ELSE $8 + LEAST((queued + rn - free - 1) / $6 + 1, $11) * $9::float8 END AS lease"
         "  FROM ranked WHERE rn <= free + ($7 - queued)"
         "  ORDER BY rn <= free DESC, next_attempt_at, id LIMIT $10"
         "), claimed AS ("
         "  UPDATE webhook_deliveries d SET next_attempt_at = now() + make_interval(secs => chosen.lease)"
         "  FROM chosen WHERE d.id = chosen.id"
         "  RETURNING d.id, d.endpoint_id, d.event_id, d.event_type, d.attempt, d.next_attempt_at,"
-        "   chosen.start_now"
+        "   chosen.start_now, chosen.lease"
         ")" + _CLAIM_SELECT + " ORDER BY cl.next_attempt_at, cl.id",
         [p[0] for p in plan], [p[1] for p in plan], [p[2] for p in plan], skip, limit * 2,
-        per_endpoint, queue_limit, base_lease, post_seconds, limit,
+        per_endpoint, queue_limit, base_lease, post_seconds, limit, max_rounds,
     )
     return rows
 

@@ -30,12 +30,21 @@ class Batcher(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if len(self._workers) < self._limit:
-            worker = asyncio.create_task(self._drain())
-            self._workers.add(worker)
-            worker.add_done_callback(self._workers.discard)
+            self._workers.add(asyncio.create_task(self._drain()))
         return await future
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_queue()
+        finally:
+            # Leave the set with no await after the last look at the queue: an item
+            # submitted from here on starts a worker of its own (a done callback would run
+            # later, and an item submitted in between would wait for the next submit).
+            task = asyncio.current_task()
+            if task is not None:
+                self._workers.discard(task)
+
+    async def _drain_queue(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self._max], self._queue[self._max :]
             try:

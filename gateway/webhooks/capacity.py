@@ -1,12 +1,16 @@
-"""Bounded concurrency for the dispatcher: overall, per endpoint, and a short queue per endpoint.
+"""Bounded concurrency for the dispatcher: overall, per endpoint, and a queue per endpoint.
 
 An attempt either starts now (a free slot), waits in its endpoint's queue (the endpoint
-is busy, the queue is short), or is left in the database for the claim loop. A queued
-attempt is born claimed, so its lease must outlast its wait: the queue is FIFO and every
-POST ends within the timeout, so position q starts within (q // per_endpoint + 1)
-timeouts, which `admit` adds to the lease. A finished POST hands its slot to the next
-queued attempt of the same endpoint, so queued attempts never compete with the claim
-loop (which treats endpoints with a queue as full).
+is busy, the queue has room), or is left in the database for the claim loop. A queued
+attempt is born claimed: its lease covers a wait of (q // per_endpoint + 1) timeouts for
+queue position q (every POST ends within the timeout), capped at `MAX_QUEUED_ROUNDS`
+rounds, so a crashed dispatcher's queued rows come due again within a few timeouts. The
+queue is deep (an intake batch's worth: attempts it holds cost no claim statement), so a
+slow endpoint can outlast a lease: the dispatcher then drops the queued attempt when its
+turn comes (it never starts an attempt whose lease is nearly spent) and the claim loop
+takes the row again once it is due. A finished POST hands its slot to the next queued
+attempt of the same endpoint, so queued attempts never compete with the claim loop
+(which treats endpoints with a queue as full).
 """
 
 from __future__ import annotations
@@ -16,6 +20,13 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+# Queue bounds (memory: a queued attempt holds its body). Per endpoint at least an intake
+# batch plus the broker prefetch, so a burst of events for one endpoint needs no claims.
+QUEUE_PER_ENDPOINT = 2048
+QUEUE_TOTAL = 8192
+# A queued row's lease counts at most this many rounds of POSTs ahead of it.
+MAX_QUEUED_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +38,17 @@ class Admission:
 class Capacity(Generic[T]):
     def __init__(
         self, *, global_limit: int, per_endpoint: int, timeout: float, base_lease: float,
-        queue_per_endpoint: int | None = None,
+        queue_per_endpoint: int | None = None, queue_total: int | None = None,
     ) -> None:
         self.global_limit = global_limit
         self.per_endpoint = per_endpoint
         self.timeout = timeout
         self.base_lease = base_lease
-        self.queue_limit = 4 * per_endpoint if queue_per_endpoint is None else queue_per_endpoint
-        self.queue_total_limit = 4 * global_limit
+        self.queue_limit = (max(4 * per_endpoint, QUEUE_PER_ENDPOINT) if queue_per_endpoint is None
+                            else queue_per_endpoint)
+        self.queue_total_limit = max(4 * global_limit, QUEUE_TOTAL) if queue_total is None else queue_total
         self.busy: dict[str, int] = {}  # POSTs in flight per endpoint
         self.total = 0
-        self.paused = False  # set while the claim loop claims (its snapshot must stay true)
         self.closing = False
         self._queues: dict[str, deque[T]] = {}
         self._reserved: dict[str, int] = {}  # queue places taken (queued or about to be)
@@ -55,7 +66,7 @@ class Capacity(Generic[T]):
 
     def admit(self, endpoint_id: str) -> Admission | None:
         """Start now, queue, or None: leave it to the claim loop (due now in the database)."""
-        if self.paused or self.closing:
+        if self.closing:
             return None
         if self.has_room(endpoint_id):
             self.take(endpoint_id)
@@ -68,9 +79,13 @@ class Capacity(Generic[T]):
         ):
             self._reserved[endpoint_id] = place + 1
             self._reserved_total += 1
-            rounds = place // self.per_endpoint + 1
-            return Admission(False, self.base_lease + rounds * self.timeout)
+            return Admission(False, self.queued_lease(place))
         return None
+
+    def queued_lease(self, place: int) -> float:
+        """The lease of an attempt queued at `place` (0-based): the POSTs ahead of it, capped."""
+        rounds = min(place // self.per_endpoint + 1, MAX_QUEUED_ROUNDS)
+        return self.base_lease + rounds * self.timeout
 
     def abandon(self, endpoint_id: str, admission: Admission) -> T | None:
         """Undo an admission whose row was not written; may hand the slot on (start it)."""
@@ -105,20 +120,29 @@ class Capacity(Generic[T]):
     def queued(self, endpoint_id: str) -> int:
         return self._reserved.get(endpoint_id, 0)
 
+    @property
+    def claim_queue_limit(self) -> int:
+        """How deep the claim loop fills an endpoint's queue: only as far as a capped lease
+        covers (the intake queues deeper, for bursts; claiming rows a slow endpoint cannot
+        reach within their lease would only re-lease them over and over)."""
+        return min(self.queue_limit, MAX_QUEUED_ROUNDS * self.per_endpoint)
+
     def claim_plan(self) -> tuple[list[tuple[str, int, int]], list[str], int]:
         """What the claim loop may take: (endpoint, free slots, queue length) for the endpoints
-        this process knows, the endpoints it must skip (full, queue full), and how many rows
-        in all (free slots plus queue room). Unknown endpoints: every slot free, no queue."""
+        this process knows, the endpoints it must skip (full, queue full as far as claims
+        go), and how many rows in all (free slots plus queue room, at most 4 × the global
+        limit of queued rows per claim). Unknown endpoints: every slot free, no queue."""
         plan: list[tuple[str, int, int]] = []
         skip: list[str] = []
         for endpoint_id in {*self.busy, *self._reserved}:
             queued = self._reserved.get(endpoint_id, 0)
             free = 0 if queued else max(0, self.per_endpoint - self.busy.get(endpoint_id, 0))
-            if free == 0 and queued >= self.queue_limit:
+            if free == 0 and queued >= self.claim_queue_limit:
                 skip.append(endpoint_id)
             else:
                 plan.append((endpoint_id, free, queued))
-        room = max(0, self.free()) + max(0, self.queue_total_limit - self._reserved_total)
+        queue_room = min(4 * self.global_limit, self.queue_total_limit - self._reserved_total)
+        room = max(0, self.free()) + max(0, queue_room)
         return plan, skip, room
 
     def force_enqueue(self, endpoint_id: str, item: T) -> None:

@@ -1,17 +1,20 @@
 """The dispatcher's engine: event → pending attempt rows → signed POSTs → recorded outcomes.
 
 Every attempt is a row in `webhook_deliveries` before it is tried. An event from the
-broker is acked once its first attempts are rows; rows this process has room for are
-born claimed (a lease in `next_attempt_at`) and POSTed at once, the others — and every
-retry — are claimed by `run()` with `FOR UPDATE SKIP LOCKED` when due. A dispatcher that
-dies mid-POST leaves its rows pending; they come due again when the lease runs out and
-are sent with the same `webhook-id`.
+broker is acked once its first attempts are rows; rows this process has room for (a free
+slot, or a place in the endpoint's in-process queue) are born claimed (a lease in
+`next_attempt_at`) and handed straight to their endpoint, the others — and every retry —
+are claimed by `run()` with `FOR UPDATE SKIP LOCKED` when due. A dispatcher that dies
+mid-POST leaves its rows pending; they come due again when the lease runs out and are
+sent with the same `webhook-id`. No attempt starts unless a POST and its recording fit
+in what is left of its lease, so a row is never sent by two dispatchers at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,16 +29,17 @@ from gateway.crypto import Vault
 from gateway.db import webhooks as db
 from gateway.errors import PermanentError
 from gateway.logging import get_logger
-from gateway.webhooks import egress, signing
+from gateway.webhooks import egress
 from gateway.webhooks.attempts import decide
-from gateway.webhooks.batching import Batcher
-from gateway.webhooks.capacity import Admission, Capacity
+from gateway.webhooks.capacity import MAX_QUEUED_ROUNDS, Admission, Capacity
 from gateway.webhooks.recorder import Attempt, LostClaim, Recorder
 from gateway.webhooks.schedule import matches
+from gateway.webhooks.signing import Signer
 
 log = get_logger(__name__)
 
 ATTEMPTS = Counter("mailgw_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+_SUCCEEDED, _FAILED = ATTEMPTS.labels("succeeded"), ATTEMPTS.labels("failed")
 TEST_EVENT = "webhook.test"
 Row = asyncpg.Record | Mapping[str, Any]
 
@@ -82,6 +86,9 @@ class Dispatcher:
         self.rng = rng
         # Longer than any POST may take (timeout, plus recording), so a live claim never expires.
         self.lease_seconds = 1.5 * settings.webhook_timeout + 2
+        # An attempt starts only while this much of its lease is left: its POST ends within
+        # the timeout, and 2 s are for recording the outcome.
+        self.start_margin = settings.webhook_timeout + 2
         self.capacity: Capacity[Attempt] = Capacity(
             global_limit=settings.webhook_concurrency,
             per_endpoint=settings.webhook_concurrency_per_endpoint,
@@ -90,9 +97,11 @@ class Dispatcher:
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
         self._soonest: float | None = None
-        self._secrets: dict[str, str] = {}
+        # Rows may be due in the database that no claim has seen yet: only then does a
+        # freed slot wake the claim loop (a claim per freed slot would mostly find nothing).
+        self._maybe_due = True
+        self._signers: dict[tuple[str, str | None], Signer | None] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._intake = Batcher(self._intake_batch, max_batch=512, workers=2)
         self.recorder = Recorder(settings, pool, publisher)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -119,15 +128,13 @@ class Dispatcher:
 
     # --- events from the broker ----------------------------------------------------------
 
-    async def handle_event(self, body: bytes) -> int:
-        """Record attempt 1 for every matching endpoint (batched with concurrent events).
+    async def intake(self, items: list[tuple[dict[str, Any], bytes]]) -> list[int]:
+        """Record attempt 1 of each (parsed event, body) for every matching endpoint, in one
+        transaction, and hand the attempts this process has room for to their endpoints.
 
-        Returns how many endpoints the event goes to; once this returns the rows are
-        committed and the broker message may be acked.
+        Returns how many endpoints each event goes to; once this returns the rows are
+        committed and the broker messages may be acked.
         """
-        return await self._intake.submit((parse_event(body), body))
-
-    async def _intake_batch(self, items: list[tuple[dict[str, Any], bytes]]) -> list[int]:
         counts = [0] * len(items)
         plan: list[tuple[asyncpg.Record, int, Admission | None]] = []  # (endpoint, item, admission)
         inserted: dict[tuple[str, str], asyncpg.Record] = {}
@@ -144,6 +151,8 @@ class Dispatcher:
                             plan.append((ep, i, self.capacity.admit(ep["id"])))
                             counts[i] += 1
                 if plan:  # one statement: bodies and attempts commit together
+                    # The leases run from the statement's now(), later than this instant.
+                    claimed_at = asyncio.get_running_loop().time()
                     rows = await db.insert_first_attempts(
                         conn,
                         [(e["id"], e["workspaceId"], e["type"], body)
@@ -159,24 +168,26 @@ class Dispatcher:
             raise
         for ep, i, adm in plan:
             if adm is None:
+                self._maybe_due = True
                 self.wake.set()  # due now, for the claim loop
                 continue
             row = inserted.pop((ep["id"], items[i][0]["id"]), None)
             if row is None:  # a redelivered event: its rows existed already
                 self._abandon(ep["id"], adm)
                 continue
-            attempt = self._attempt_of(ep, row, items[i][1])
+            attempt = self._attempt_of(ep, row, items[i][1], claimed_at + adm.lease)
             if adm.now:
-                self._spawn(attempt)
+                self._start(attempt)
             else:
                 for ready in self.capacity.enqueue(ep["id"], attempt):
-                    self._spawn(ready)
+                    self._start(ready)
         return counts
 
     def _abandon(self, endpoint_id: str, admission: Admission) -> None:
         handed = self.capacity.abandon(endpoint_id, admission)
         if handed is not None:
-            self._spawn(handed)
+            self._start(handed)
+        self._maybe_due = True  # a redelivered event's rows may be due
         self.wake.set()
 
     # --- the claim loop -------------------------------------------------------------------
@@ -204,25 +215,33 @@ class Dispatcher:
         plan, skip, room = cap.claim_plan()
         if room <= 0:
             return 0
-        cap.paused = True  # no admissions while the plan above is in use
+        # The intake keeps admitting while this claim runs: the plan may go stale, which the
+        # code below absorbs (a row for a slot taken meanwhile is queued; a queued row whose
+        # lease was reckoned on a shorter queue is deferred rather than started late).
+        self._maybe_due = False  # set again by whatever leaves rows due meanwhile
         try:
+            claimed_at = asyncio.get_running_loop().time()
             rows = await db.claim_due(
                 self.pool, plan=plan, skip=skip, limit=room, per_endpoint=cap.per_endpoint,
-                queue_limit=cap.queue_limit, base_lease=self.lease_seconds, post_seconds=cap.timeout,
+                queue_limit=cap.claim_queue_limit, base_lease=self.lease_seconds, post_seconds=cap.timeout,
+                max_rounds=MAX_QUEUED_ROUNDS,
             )
-        finally:
-            cap.paused = False
+        except BaseException:
+            self._maybe_due = True
+            raise
+        if rows or skip:  # more may be due (beyond this claim's room, or for full endpoints)
+            self._maybe_due = True
         # Rows come in due order; within an endpoint, slot rows rank before queue rows.
         for row in rows:
             body = bytes(row["body"]) if row["body"] is not None else None
-            attempt = self._attempt_of(row, row, body)
+            attempt = self._attempt_of(row, row, body, claimed_at + row["lease"])
             if row["start_now"] and cap.has_room(row["endpoint_id"]):
                 cap.take(row["endpoint_id"])
-                self._spawn(attempt)
+                self._start(attempt)
             else:
                 cap.force_enqueue(row["endpoint_id"], attempt)
         for ready in cap.pump():
-            self._spawn(ready)
+            self._start(ready)
         return len(rows)
 
     async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
@@ -243,6 +262,29 @@ class Dispatcher:
 
     # --- running attempts -----------------------------------------------------------------
 
+    def _start(self, a: Attempt) -> None:
+        """Run `a` in the slot it holds, unless its lease is too far spent (it waited in a
+        queue behind slow POSTs): then the slot goes to the next queued attempt, and the row
+        is left to come due in the database, where the claim loop takes it again."""
+        now = asyncio.get_running_loop().time()
+        if a.deadline - now >= self.start_margin:
+            self._spawn(a)
+            return
+        cap = self.capacity
+        todo, deferred = deque([a]), 0
+        while todo:
+            nxt = todo.popleft()
+            if nxt.deadline - now >= self.start_margin:
+                self._spawn(nxt)
+                continue
+            deferred += 1
+            self._note_due(max(0.0, nxt.deadline - now) + 1)
+            handed = cap.release(nxt.endpoint_id)
+            # The freed slot goes to the endpoint's next attempt, or to another endpoint's.
+            todo.extend([handed] if handed is not None else cap.pump())
+        if deferred:
+            log.info("webhook_attempts_deferred", count=deferred, reason="lease nearly spent")
+
     def _spawn(self, a: Attempt) -> None:
         released = False
 
@@ -254,12 +296,14 @@ class Dispatcher:
                 cap = self.capacity
                 handed = cap.release(a.endpoint_id)
                 for ready in [handed] if handed is not None else cap.pump():
-                    self._spawn(ready)
-                # Claim again when a slot is free, or once the queue is half spent (not per POST).
-                if handed is None or cap.queued(a.endpoint_id) == cap.queue_limit // 2:
+                    self._start(ready)
+                # Claim again when a slot is free, or once the queue is half spent (not per
+                # POST), if anything may be due.
+                if self._maybe_due and (
+                        handed is None or cap.queued(a.endpoint_id) == cap.claim_queue_limit // 2):
                     self.wake.set()
 
-        task = asyncio.create_task(self._run_attempt(a, release), name=f"webhook:{a.id}")
+        task = asyncio.create_task(self._run_attempt(a, release))
         self.tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
@@ -270,30 +314,34 @@ class Dispatcher:
 
     # --- one attempt ----------------------------------------------------------------------
 
-    def _decrypt(self, token: str) -> str:
-        plain = self._secrets.get(token)
-        if plain is None:
-            if len(self._secrets) > 10_000:
-                self._secrets.clear()
-            plain = self._secrets[token] = self.vault.decrypt(token)
-        return plain
-
-    def _attempt_of(self, ep: Row, row: Row, body: bytes | None) -> Attempt:
-        """`ep`: the endpoint's signing columns; `row`: the claimed attempt.
-
-        No secrets (an unreadable one) makes the attempt fail without a POST.
-        """
-        secrets: list[str] = []
+    def _signer(self, secret: str, previous: str | None) -> Signer | None:
+        """The signer for these encrypted secrets (decrypted and keyed once, then cached);
+        None when a secret is unreadable with the configured keys."""
+        key = (secret, previous)
+        if key in self._signers:
+            return self._signers[key]
+        if len(self._signers) > 10_000:
+            self._signers.clear()
         try:
-            secrets.append(self._decrypt(ep["secret"]))
-            if ep["previous_secret"] is not None:
-                secrets.append(self._decrypt(ep["previous_secret"]))
+            plain = [self.vault.decrypt(secret)]
+            if previous is not None:
+                plain.append(self.vault.decrypt(previous))
+            signer: Signer | None = Signer(plain)
         except ValueError:
-            secrets = []
+            signer = None
+        self._signers[key] = signer
+        return signer
+
+    def _attempt_of(self, ep: Row, row: Row, body: bytes | None, deadline: float) -> Attempt:
+        """`ep`: the endpoint's signing columns; `row`: the claimed attempt; `deadline`: when
+        the claim's lease runs out, in event-loop time.
+
+        No signer (an unreadable secret) makes the attempt fail without a POST.
+        """
         return Attempt(
             row["id"], row["endpoint_id"], row["event_id"], row["event_type"], row["attempt"],
             row["next_attempt_at"], ep["workspace_id"], ep["url"], bool(ep["usable"]),
-            tuple(secrets), body,
+            self._signer(ep["secret"], ep["previous_secret"]), body, deadline,
         )
 
     async def _run_attempt(self, a: Attempt, release: Callable[[], None]) -> None:
@@ -302,7 +350,7 @@ class Dispatcher:
                 await self.recorder.failed_unsent(a, "endpoint disabled or deleted")
             elif a.body is None:
                 await self.recorder.failed_unsent(a, "event payload missing")
-            elif not a.secrets:
+            elif a.signer is None:
                 await self.recorder.failed_unsent(a, "signing secret unreadable with the configured keys")
             else:
                 await self.deliver(a, release)
@@ -312,14 +360,14 @@ class Dispatcher:
             log.error("webhook_attempt_crashed", delivery_id=a.id, error=repr(exc))
 
     async def deliver(self, a: Attempt, release: Callable[[], None]) -> None:
-        assert self._session is not None and a.body is not None
-        headers = signing.headers(a.secrets, a.event_id, a.body)
+        assert self._session is not None and a.body is not None and a.signer is not None
+        headers = a.signer.headers(a.event_id, a.body)
         result = await egress.post(
             self._session, a.url, a.body, headers, self.settings.webhooks_allow_private
         )
         release()
         decision = decide(result, a.attempt, self.settings.webhook_retry_schedule, self.rng)
-        ATTEMPTS.labels("succeeded" if decision.succeeded else "failed").inc()
+        (_SUCCEEDED if decision.succeeded else _FAILED).inc()
         if decision.succeeded:
             await self.recorder.success(a, result)
             return

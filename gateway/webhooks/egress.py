@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import ipaddress
 import socket
 import time
@@ -191,6 +192,18 @@ def _literal_refusal(url: URL, allow_private: bool) -> str | None:
     return None if reason is None else f"forbidden destination: {host} is a {reason} address"
 
 
+@functools.lru_cache(maxsize=4096)
+def _target(url: str, allow_private: bool) -> tuple[URL | None, str]:
+    """The parsed URL to POST to, or None and why it is refused (cached: endpoints repeat;
+    a host name is still resolved and checked on every new connection)."""
+    try:
+        parsed = URL(url)
+    except ValueError as exc:
+        return None, f"invalid webhook URL: {exc}"
+    refusal = _literal_refusal(parsed, allow_private)
+    return (None, refusal) if refusal is not None else (parsed, "")
+
+
 async def post(
     session: aiohttp.ClientSession,
     url: str,
@@ -208,15 +221,11 @@ async def post(
         elapsed = round((time.monotonic() - start) * 1000)
         return PostResult(status, _decode_snippet(snippet), elapsed, error, retry_after)
 
-    try:
-        parsed = URL(url)
-    except ValueError as exc:
-        return result(f"invalid webhook URL: {exc}")
-    refusal = _literal_refusal(parsed, allow_private)
-    if refusal is not None:
+    parsed, refusal = _target(url, allow_private)
+    if parsed is None:
         return result(refusal)
     try:
-        async with session.post(parsed, data=body, headers=dict(headers), allow_redirects=False) as resp:
+        async with session.post(parsed, data=body, headers=headers, allow_redirects=False) as resp:
             status = resp.status
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             snippet = await _read_bounded(resp)

@@ -16,6 +16,7 @@ from gateway.logging import get_logger
 from gateway.webhooks.attempts import Decision
 from gateway.webhooks.batching import Batcher
 from gateway.webhooks.egress import PostResult
+from gateway.webhooks.signing import Signer
 
 log = get_logger(__name__)
 
@@ -35,8 +36,9 @@ class Attempt:
     workspace_id: str
     url: str
     usable: bool  # endpoint enabled and not deleted
-    secrets: tuple[str, ...]
+    signer: Signer | None  # None: a secret is unreadable with the configured keys
     body: bytes | None
+    deadline: float  # event-loop time when the claim's lease runs out (never after the DB's)
 
 
 class LostClaim(Exception):
@@ -48,7 +50,7 @@ class Recorder:
         self.settings = settings
         self.pool = pool
         self.publisher = publisher
-        self._successes = Batcher(self._record_successes, workers=2)
+        self._successes = Batcher(self._record_successes, max_batch=1024)
 
     async def success(self, a: Attempt, result: PostResult) -> None:
         if not await self._successes.submit((a, result)):

@@ -32,31 +32,52 @@ def validate_secret(secret: str) -> None:
         raise ValueError("webhook secret must encode 24 to 64 bytes")
 
 
-def sign(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """Return the `webhook-signature` value: one `v1,<sig>` per secret, space-separated.
+class Signer:
+    """Signs for one endpoint with the `standardwebhooks` package; the secrets are decoded
+    once (one `Webhook` per secret), not per attempt.
 
-    During a rotation overlap pass the new and the old secret; receivers accept the
-    request when any one signature matches.
+    The spec's published test vector is a unit test.
     """
-    if not secrets:
-        raise ValueError("at least one secret is required to sign")
-    # The package signs text; our bodies are JSON, hence UTF-8 (strict: a non-UTF-8
-    # body would be signed differently by receivers that read bytes).
-    data = body.decode("utf-8")
-    when = datetime.fromtimestamp(timestamp, tz=UTC)
-    return " ".join(Webhook(s).sign(msg_id=msg_id, timestamp=when, data=data) for s in secrets)
+
+    __slots__ = ("_hooks",)
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        if not secrets:
+            raise ValueError("at least one secret is required to sign")
+        self._hooks = tuple(Webhook(s) for s in secrets)
+
+    def signature(self, msg_id: str, timestamp: int, body: bytes) -> str:
+        """The `webhook-signature` value: one `v1,<sig>` per secret, space-separated.
+
+        During a rotation overlap the signer holds the new and the old secret; receivers
+        accept the request when any one signature matches. The package signs text; our
+        bodies are JSON, hence UTF-8 (strict: a non-UTF-8 body would be signed differently
+        by receivers that read bytes).
+        """
+        data = body.decode("utf-8")
+        when = datetime.fromtimestamp(timestamp, tz=UTC)
+        return " ".join(hook.sign(msg_id=msg_id, timestamp=when, data=data) for hook in self._hooks)
+
+    def headers(self, msg_id: str, body: bytes, now: int | None = None) -> dict[str, str]:
+        """The request headers for one delivery attempt.
+
+        `msg_id` is the event id (stable across retries); the timestamp is taken fresh per
+        attempt (`now`, seconds since the epoch, defaults to the current time).
+        """
+        ts = int(time.time()) if now is None else now
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": self.signature(msg_id, ts, body),
+            "content-type": "application/json",
+        }
+
+
+def sign(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return the `webhook-signature` value for `secrets` (see `Signer.signature`)."""
+    return Signer(secrets).signature(msg_id, timestamp, body)
 
 
 def headers(secrets: Sequence[str], msg_id: str, body: bytes, now: int | None = None) -> dict[str, str]:
-    """Return the request headers for one delivery attempt.
-
-    `msg_id` is the event id (stable across retries); the timestamp is taken fresh per
-    attempt (`now`, seconds since the epoch, defaults to the current time).
-    """
-    ts = int(time.time()) if now is None else now
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": sign(secrets, msg_id, ts, body),
-        "content-type": "application/json",
-    }
+    """Return the request headers for one delivery attempt (see `Signer.headers`)."""
+    return Signer(secrets).headers(msg_id, body, now)

@@ -10,13 +10,14 @@ from gateway.webhooks.batching import Batcher
 from gateway.webhooks.capacity import Admission, Capacity
 
 
-def cap(global_limit: int = 4, per: int = 2, queue: int | None = None) -> Capacity[str]:
+def cap(global_limit: int = 4, per: int = 2, queue: int | None = None,
+        total: int | None = None) -> Capacity[str]:
     return Capacity(global_limit=global_limit, per_endpoint=per, timeout=10, base_lease=17,
-                    queue_per_endpoint=queue)
+                    queue_per_endpoint=queue, queue_total=total)
 
 
 def test_per_endpoint_slots_then_queue_with_growing_leases() -> None:
-    c = cap(global_limit=10, per=2, queue=4)
+    c = cap(global_limit=10, per=2, queue=4, total=40)
     assert c.admit("a") == Admission(True, 17) and c.admit("a") == Admission(True, 17)
     queued = [c.admit("a") for _ in range(4)]
     # Position q waits at most (q // per + 1) POSTs of at most the timeout each.
@@ -26,6 +27,19 @@ def test_per_endpoint_slots_then_queue_with_growing_leases() -> None:
     plan, skip, room = c.claim_plan()
     assert plan == [("b", 1, 0)] and skip == ["a"]  # a: no free slot and a full queue
     assert room == (10 - 3) + (40 - 4)
+
+
+def test_queued_leases_are_capped_and_the_default_queue_is_deep() -> None:
+    c = cap(global_limit=64, per=2)
+    assert c.queue_limit >= 2048 and c.queue_total_limit >= 8192
+    for _ in range(2):
+        c.admit("a")
+    leases = [adm.lease for _ in range(20) if (adm := c.admit("a")) is not None]
+    assert len(leases) == 20 and leases[:2] == [27, 27] and max(leases) == 17 + 4 * 10
+    # The intake queued 20, but claims fill a queue only as deep as a capped lease covers.
+    assert c.claim_queue_limit == 4 * 2
+    plan, skip, room = c.claim_plan()
+    assert plan == [] and skip == ["a"] and room == (64 - 2) + 4 * 64
 
 
 def test_release_hands_the_slot_to_the_queue_in_order() -> None:
@@ -76,11 +90,9 @@ def test_claimed_rows_queue_and_pump_where_there_is_room() -> None:
     assert c.release("a") is None and c.pump() == []
 
 
-def test_paused_and_closing_admit_nothing() -> None:
+def test_closing_admits_nothing() -> None:
     c = cap()
-    c.paused = True
-    assert c.admit("a") is None
-    c.paused, c.closing = False, True
+    c.closing = True
     assert c.admit("a") is None
 
 
@@ -107,3 +119,16 @@ async def test_batcher_fails_every_caller_of_a_failed_batch() -> None:
     assert all(isinstance(o, RuntimeError) for o in outcome)
     with pytest.raises(RuntimeError):
         await b.submit(1)
+
+
+async def test_batcher_serves_an_item_submitted_as_its_worker_ends() -> None:
+    """The first caller resumes before the finished worker's done callbacks run; its next
+    item must still be flushed (not wait for some later submit)."""
+    async def flush(items: list[int]) -> list[int]:
+        await asyncio.sleep(0)
+        return items
+
+    b: Batcher[int, int] = Batcher(flush)
+    async with asyncio.timeout(10):  # a guard against a hang, not a timing assertion
+        assert await b.submit(1) == 1
+        assert await b.submit(2) == 2

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from gateway.webhooks.signing import headers, new_secret, sign, validate_secret
+from gateway.webhooks.signing import Signer, headers, new_secret, sign, validate_secret
 
 # https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -121,3 +121,16 @@ def test_round_trip_any_json(payload: object) -> None:
     secret = SPEC_SECRET
     body = json.dumps(payload, ensure_ascii=False).encode()
     assert Webhook(secret).verify(body, headers([secret], "evt_rt", body)) == payload
+
+
+@given(st.binary(max_size=300).map(lambda b: b.hex().encode()), st.integers(0, 2**33))
+def test_signer_matches_the_package(body: bytes, ts: int) -> None:
+    """The keyed signer (keys decoded once) signs exactly as `standardwebhooks` does."""
+    from datetime import UTC, datetime
+
+    old, new = new_secret(), SPEC_SECRET
+    signer = Signer([new, old])
+    expected = " ".join(
+        Webhook(s).sign("evt_1", datetime.fromtimestamp(ts, tz=UTC), body.decode()) for s in (new, old))
+    assert signer.signature("evt_1", ts, body) == expected
+    assert signer.signature("evt_1", ts, body) == expected  # the keyed state is not consumed

@@ -83,7 +83,7 @@ class Deliverer:
         self.send_deadline = settings.smtp_timeout * 3
         self.lease = self.send_deadline + 15
         self._passwords: dict[str, str] = {}
-        self.stamper = Stamper(pool)
+        self.stamper = outbox.Stamper(pool)
         # Concurrent claims and recorded successes share statements (see gateway.delivery.batch).
         self.claims: Coalescer[str, asyncpg.Record | None] = Coalescer(
             lambda ids: store.claim_many(pool, ids, self.lease),
@@ -231,7 +231,7 @@ class Deliverer:
             failed = await self.events(event)
             if failed is not None:
                 raise failed  # requeued; the unstamped outbox row is relayed later
-            self.stamper.add(oid)
+            self.stamper.add((oid,))
             log.info("delivery_sent", message_id=row["id"], mailbox_id=row["mailbox_id"],
                      attempt=attempts, smtp=outcome.message[:200])
             return Outcome("sent", row["id"])
@@ -291,43 +291,6 @@ class Deliverer:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))  # back off before reconnecting
         raise AssertionError("unreachable")
-
-
-class Stamper:
-    """Marks published outbox rows in batches (one UPDATE per tick instead of per message).
-
-    A row published but not yet stamped when the process dies is published again by the
-    outbox relay: a duplicate event with the same id, which subscribers already dedupe.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, interval: float = 0.1) -> None:
-        self.pool = pool
-        self.interval = interval
-        self._ids: list[int] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, outbox_id: int) -> None:
-        self._ids.append(outbox_id)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush_soon())
-
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(self.interval)  # gather a batch
-        await self.flush()
-
-    async def flush(self) -> None:
-        ids, self._ids = self._ids, []
-        if ids:
-            try:
-                await self.pool.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
-            except Exception as exc:  # the relay republishes them; nothing is lost
-                log.warning("outbox_stamp_failed", count=len(ids), error=repr(exc))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self.flush()
 
 
 class _PrepareFailed(Exception):

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from gateway import metrics
-from gateway.bus.acks import OrderedAcker, Outcome
+from gateway.bus.acks import Count, OrderedAcker, Outcome, SettleFailure
 from gateway.bus.publisher import Publisher
 from gateway.bus.topology import DEAD
 from gateway.errors import PermanentError
@@ -32,6 +32,34 @@ async def park(publisher: Publisher, message: AbstractIncomingMessage, queue: st
         DEAD, "", message.body, message_id=message.message_id, headers=headers,
         correlation_id=message.correlation_id,
     )
+
+
+def failure_settler(publisher: Publisher, queue: str) -> SettleFailure:
+    """How a consumer of `queue` settles a failed message: park it (copy to `mailgw.dead`,
+    then ack) or requeue it; a park that cannot be published is requeued instead."""
+
+    async def settle(message: AbstractIncomingMessage, outcome: Outcome, reason: str) -> str:
+        if outcome == "park":
+            try:
+                await park(publisher, message, queue, reason)
+            except Exception:
+                await message.nack(requeue=True)
+                return "requeued"
+            await message.ack()
+            return "parked"
+        await message.nack(requeue=True)
+        return "requeued"
+
+    return settle
+
+
+def counter(role: str) -> Count:
+    """Counts settled messages of `role` in the consumed-messages metric."""
+
+    def count(label: str, n: int) -> None:
+        metrics.CONSUMED.labels(role, label).inc(n)
+
+    return count
 
 
 async def consume(
@@ -54,23 +82,8 @@ async def consume(
     q = await channel.get_queue(publisher.topology.name(queue), ensure=False)
     inflight: set[asyncio.Task[None]] = set()
 
-    async def settle_failure(message: AbstractIncomingMessage, outcome: Outcome, reason: str) -> str:
-        if outcome == "park":
-            try:
-                await park(publisher, message, queue, reason)
-            except Exception:
-                await message.nack(requeue=True)
-                return "requeued"
-            await message.ack()
-            return "parked"
-        await message.nack(requeue=True)
-        return "requeued"
-
-    def count(label: str, n: int) -> None:
-        metrics.CONSUMED.labels(role, label).inc(n)
-
     # A quarter of the window may wait behind a slow message before being settled singly.
-    acker = OrderedAcker(settle_failure, count, max_held=prefetch // 4)
+    acker = OrderedAcker(failure_settler(publisher, queue), counter(role), max_held=prefetch // 4)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         delivery = acker.track(message)  # first, so deliveries are tracked in tag order

@@ -25,7 +25,7 @@ from consumers.runner import Context
 from gateway import outbox
 from gateway.bus import rpc
 from gateway.bus.consumer import consume
-from gateway.bus.topology import COMMANDS, DELIVER_KEY, DELIVERY
+from gateway.bus.topology import COMMANDS
 from gateway.db import affinity
 from gateway.db import idempotency as idemdb
 from gateway.errors import BadRequest, GatewayError, PermanentError
@@ -34,6 +34,7 @@ from gateway.logging import get_logger
 from gateway.send.handler import Outcome, Pending, handle_batch, handle_send, take_batch
 from gateway.send.idempotency import check_key, request_hash
 from gateway.send.models import SendCommand, prepare
+from gateway.send.task_publisher import TaskPublisher
 from gateway.validation import error_details
 
 log = get_logger(__name__)
@@ -187,73 +188,35 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
         try:
             await responder.answer(message, outcome.status, outcome.body, replayed=outcome.replayed)
         finally:
-            await _publish(ctx, stamper, outcome)
+            await _publish(ctx, stamper, tasks, outcome)
 
-    stamper = Stamper(ctx)
+    stamper = outbox.Stamper(ctx.pool)
+    tasks = TaskPublisher(ctx.publisher)
     done = asyncio.Event()  # the consumer has finished: helpers flush and end
-    helpers = [asyncio.create_task(_purge(ctx, done)), asyncio.create_task(stamper.run(done))]
+    helpers = [asyncio.create_task(_purge(ctx, done))]
     try:
         await consume(ctx.amqp, ctx.publisher, COMMANDS, on_command, role="router",
                       prefetch=ctx.settings.router_prefetch, stop=stop)
     finally:
         done.set()
         await asyncio.gather(*helpers, return_exceptions=True)
+        await stamper.close()
         await responder.close()
 
 
-async def _publish(ctx: Context, stamper: Stamper, outcome: Outcome) -> None:
+async def _publish(ctx: Context, stamper: outbox.Stamper, tasks: TaskPublisher, outcome: Outcome) -> None:
     try:
         if outcome.tasks:
-            await asyncio.gather(*(
-                ctx.publisher.publish(DELIVERY, DELIVER_KEY, t.body, message_id=f"deliver:{t.message_id}")
-                for t in outcome.tasks
-            ))
-            stamper.add([t.outbox_id for t in outcome.tasks])
+            # The tasks of every send answered in this loop turn go out in one write.
+            errors = await tasks.publish(outcome.tasks)
+            stamper.add([t.outbox_id for t, error in zip(outcome.tasks, errors, strict=True)
+                         if error is None])
+            failed = next((error for error in errors if error is not None), None)
+            if failed is not None:
+                raise failed
         await outbox.publish_rows(ctx.pool, ctx.publisher, outcome.outbox_ids)
     except Exception as exc:  # committed: the scheduler relays rows never stamped
         log.warning("outbox_publish_deferred", error=repr(exc))
-
-
-class Stamper:
-    """Marks published outbox rows `published_at` in batches: at most one UPDATE per `interval`.
-
-    A row whose stamp is lost (crash) is relayed again by the scheduler after its grace time;
-    delivery recognises the task by its message id, so that costs a duplicate task, not a mail.
-    """
-
-    def __init__(self, ctx: Context, interval: float = 0.05) -> None:
-        self.ctx = ctx
-        self.interval = interval  # at most one UPDATE per interval: stamps accumulate meanwhile
-        self.pending: list[int] = []
-        self.ready = asyncio.Event()
-
-    def add(self, ids: list[int]) -> None:
-        self.pending.extend(ids)
-        self.ready.set()
-
-    async def flush(self) -> None:
-        ids, self.pending = self.pending, []
-        self.ready.clear()
-        if ids:
-            await self.ctx.pool.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
-                " AND published_at IS NULL", ids,
-            )
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            waiter = asyncio.ensure_future(self.ready.wait())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            stopper.cancel()
-            try:
-                await self.flush()
-            except Exception as exc:
-                log.warning("outbox_stamp_failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
-        await self.flush()
 
 
 async def _purge(ctx: Context, stop: asyncio.Event) -> None:

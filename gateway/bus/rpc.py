@@ -16,10 +16,12 @@ deliver tasks and events (`Publisher`).
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import aiormq
 import orjson
@@ -28,6 +30,8 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from aiormq.abc import ChannelFrame, FrameType
+from pamqp.header import ContentHeader
 
 from gateway.bus.topology import Topology
 from gateway.errors import ServiceUnavailable
@@ -165,16 +169,45 @@ async def _publish_unconfirmed(
     channel: AbstractChannel, exchange: str, routing_key: str, body: bytes,
     properties: aiormq.spec.Basic.Properties, *, mandatory: bool,
 ) -> None:
-    """Queue a publish on a channel without confirms, and return without waiting for the
-    frame to be written (aiormq's `wait=False`). aio-pika's `Exchange.publish` waits for each
-    frame's write while holding the channel's lock, so concurrent calls on one channel went
-    out one loop turn apiece; queued frames are written back to back. Nothing is lost by not
-    waiting: a write that fails closes the channel, and the caller's deadline (RPC) or the
-    caller's retry (answers are recovered as replays) covers it, as before."""
-    # `wait` is on aiormq's Channel, not on its abstract interface
-    underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-    await underlay.basic_publish(body, exchange=exchange, routing_key=routing_key,
-                                 properties=properties, mandatory=mandatory, wait=False)
+    """Queue a publish on a channel without confirms and return without waiting for its write.
+
+    aio-pika's `Exchange.publish` waits for each frame's write while holding the channel's
+    lock, so concurrent calls on one channel went out one loop turn apiece; and aiormq writes
+    every queued publish with its own `send()` (on loopback each also runs the receiver's TCP
+    stack). So the publishes queued on one channel in one loop turn are marshalled into ONE
+    write at the end of the turn (`_flush_unconfirmed`): the API's concurrent requests and the
+    router's answers to one batch each cost one `send()`. Nothing is lost by not waiting: a
+    write that fails closes the channel, and the caller's deadline (RPC) or the caller's retry
+    (answers are recovered as replays) covers it, as before. The frames are the ones aiormq's
+    `basic_publish` builds (its `_split_body`, and a random Message-ID when none is set), on a
+    channel without confirms, so no delivery tag is involved (aiormq's minor version is pinned).
+    """
+    underlay = await channel.get_underlay_channel()
+    if not isinstance(underlay, aiormq.Channel) or underlay.publisher_confirms:
+        raise TypeError("unconfirmed publishes need an aiormq channel without confirms")
+    if underlay.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
+    if not properties.message_id:
+        properties.message_id = uuid.UUID(int=random.getrandbits(128), version=4).hex
+    frames = _unconfirmed.get(underlay)
+    if frames is None:
+        frames = _unconfirmed[underlay] = []
+        asyncio.get_running_loop().call_soon(_flush_unconfirmed, underlay)
+    frames.append(aiormq.spec.Basic.Publish(exchange=exchange, routing_key=routing_key,
+                                            mandatory=mandatory))
+    frames.append(ContentHeader(properties=properties, body_size=len(body)))
+    frames.extend(underlay._split_body(body))
+
+
+# Frames queued per channel in the current loop turn (see `_publish_unconfirmed`).
+_unconfirmed: dict[aiormq.Channel, list[FrameType]] = {}
+
+
+def _flush_unconfirmed(channel: aiormq.Channel) -> None:
+    frames = _unconfirmed.pop(channel, None)
+    if frames and not channel.is_closed:  # closed meanwhile: lost like an unwritten frame
+        channel.write_queue.put_nowait(ChannelFrame.marshall(channel_number=channel.number,
+                                                             frames=frames))
 
 
 def expired(message: AbstractIncomingMessage) -> bool:

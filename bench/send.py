@@ -1,6 +1,6 @@
 """Benchmark (issue 3, item 10): the send path, next to raw broker baselines measured in the same run.
 
-    .venv/bin/python bench/send.py [--requests 1500] [--runs 3] [--concurrency 1,8,32]
+    .venv/bin/python bench/send.py [--requests 1500] [--runs 3] [--concurrency 1,8,32] [--sections a,b]
 
 Section (a): HTTP sends accepted per second with p50/p99 latency at a few concurrencies
 (closed loop), then an open-loop run at half the peak rate (its p99 is the latency target),
@@ -13,8 +13,10 @@ figure least disturbed by other load on the machine). Every figure is the median
 `--runs` runs. `--profile DIR` runs both processes under py-spy (collapsed stacks) and skips the
 open loop, so the stacks show the closed-loop (peak) work.
 
-Section (b) (end-to-end delivery vs raw SMTP) lives in bench/send_delivery.py; `main()` here
-runs the sections it is given (`--sections a,b`).
+Section (b): delivered per second into a local SMTP sink by the delivery role (from queued
+deliver tasks: claim, MIME, SMTP, record, `email.sent`, ack) next to raw aiosmtplib to the same
+sink over the same 8 connections; it lives in bench/send_delivery.py and runs as its own
+process. By default both sections run (`--sections a,b`; `--messages` per run for b).
 """
 
 from __future__ import annotations
@@ -285,9 +287,10 @@ async def section_a(requests: int, runs: int, concurrencies: list[int], identiti
         await drop_test_database(dbname)
 
 
-def section_b() -> None:
-    """End-to-end delivery vs raw SMTP: owned by bench/send_delivery.py (run as its own process)."""
-    subprocess.run([sys.executable, str(ROOT / "bench" / "send_delivery.py")], check=True)
+def section_b(runs: int, messages: int) -> None:
+    """Delivery vs raw SMTP: owned by bench/send_delivery.py (run as its own process)."""
+    subprocess.run([sys.executable, str(ROOT / "bench" / "send_delivery.py"),
+                    "--runs", str(runs), "--messages", str(messages)], check=True)
 
 
 def main() -> int:
@@ -295,7 +298,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1500)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--sections", default="a")
+    parser.add_argument("--sections", default="a,b")
+    parser.add_argument("--messages", type=int, default=1500, help="messages per run in section b")
     parser.add_argument("--identities", type=int, default=1,
                         help="spread sends over this many identities (each identity's cap row"
                              " serializes its sends: one commit at a time)")
@@ -308,7 +312,7 @@ def main() -> int:
         conc = [int(c) for c in args.concurrency.split(",")]
         asyncio.run(section_a(args.requests, args.runs, conc, args.identities))
     if "b" in sections:
-        section_b()
+        section_b(args.runs, args.messages)
     return 0
 
 

@@ -20,6 +20,9 @@ class Decision:
     disable_reason: str | None  # the endpoint must be disabled now (410)
 
 
+DELIVERED = Decision(True, None, None, None)
+
+
 def retry_delay(
     schedule: Sequence[int], attempt: int, rng: random.Random | None = None
 ) -> float | None:
@@ -46,7 +49,7 @@ def decide(
     """2xx is delivered; 410 disables the endpoint; anything else is retried on the schedule,
     later than the schedule says when a 429 or 503 carries `Retry-After`."""
     if result.ok:
-        return Decision(True, None, None, None)
+        return DELIVERED
     error = describe_failure(result)
     if result.error is None and result.status == 410:
         return Decision(False, error, None, GONE_REASON)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import aiohttp
 import asyncpg
@@ -42,6 +42,12 @@ ATTEMPTS = Counter("mailgw_webhook_attempts_total", "Webhook delivery attempts",
 _SUCCEEDED, _FAILED = ATTEMPTS.labels("succeeded"), ATTEMPTS.labels("failed")
 TEST_EVENT = "webhook.test"
 Row = asyncpg.Record | Mapping[str, Any]
+
+
+class Release(Protocol):
+    """Frees an attempt's slot (once); `keep=True` may return the next attempt to run."""
+
+    def __call__(self, keep: bool = False) -> Attempt | None: ...
 
 
 def _test_target(event: Mapping[str, Any]) -> str | None:
@@ -123,6 +129,7 @@ class Dispatcher:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        await self.recorder.flush()  # the successes still queued
         if self._session is not None:
             await self._session.close()
 
@@ -286,31 +293,50 @@ class Dispatcher:
             log.info("webhook_attempts_deferred", count=deferred, reason="lease nearly spent")
 
     def _spawn(self, a: Attempt) -> None:
+        task = asyncio.create_task(self._run_slot(a))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run_slot(self, a: Attempt) -> None:
+        """Run `a`, then, after a success, the attempt its slot was handed to, in this same
+        task (a task per attempt costs more than the bookkeeping of a short POST)."""
+        nxt: Attempt | None = a
+        while nxt is not None:
+            nxt = await self._run_in_slot(nxt)
+
+    async def _run_in_slot(self, a: Attempt) -> Attempt | None:
+        """Run `a` in the slot it holds; returns the attempt to run next in this task."""
         released = False
 
-        def release() -> None:
-            """The endpoint's slot frees as soon as the POST is over (recording needs none)."""
+        def release(keep: bool = False) -> Attempt | None:
+            """The endpoint's slot frees as soon as the POST is over (recording needs none).
+            With `keep`, an attempt the slot is handed to is returned (to run in this task)
+            rather than started, if its lease is fresh enough."""
             nonlocal released
-            if not released:
-                released = True
-                cap = self.capacity
-                handed = cap.release(a.endpoint_id)
-                for ready in [handed] if handed is not None else cap.pump():
+            if released:
+                return None
+            released = True
+            cap = self.capacity
+            handed = cap.release(a.endpoint_id)
+            successor: Attempt | None = None
+            if handed is None:
+                for ready in cap.pump():
                     self._start(ready)
-                # Claim again when a slot is free, or once the queue is half spent (not per
-                # POST), if anything may be due.
-                if self._maybe_due and (
-                        handed is None or cap.queued(a.endpoint_id) == cap.claim_queue_limit // 2):
-                    self.wake.set()
+            elif keep and handed.deadline - asyncio.get_running_loop().time() >= self.start_margin:
+                successor = handed
+            else:
+                self._start(handed)
+            # Claim again when a slot is free, or once the queue is half spent (not per
+            # POST), if anything may be due.
+            if self._maybe_due and (
+                    handed is None or cap.queued(a.endpoint_id) == cap.claim_queue_limit // 2):
+                self.wake.set()
+            return successor
 
-        task = asyncio.create_task(self._run_attempt(a, release))
-        self.tasks.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self.tasks.discard(t)
-            release()
-
-        task.add_done_callback(done)
+        try:
+            return await self._run_attempt(a, release)
+        finally:
+            release()  # unsent, crashed or cancelled: the slot goes on
 
     # --- one attempt ----------------------------------------------------------------------
 
@@ -344,7 +370,8 @@ class Dispatcher:
             self._signer(ep["secret"], ep["previous_secret"]), body, deadline,
         )
 
-    async def _run_attempt(self, a: Attempt, release: Callable[[], None]) -> None:
+    async def _run_attempt(self, a: Attempt, release: Release) -> Attempt | None:
+        """Make attempt `a`; returns the attempt to run next in this task (after a success)."""
         try:
             if not a.usable:
                 await self.recorder.failed_unsent(a, "endpoint disabled or deleted")
@@ -353,24 +380,27 @@ class Dispatcher:
             elif a.signer is None:
                 await self.recorder.failed_unsent(a, "signing secret unreadable with the configured keys")
             else:
-                await self.deliver(a, release)
+                return await self.deliver(a, release)
         except LostClaim:
             log.info("webhook_claim_lost", delivery_id=a.id)
         except Exception as exc:  # the row stays pending and is retried after its lease
             log.error("webhook_attempt_crashed", delivery_id=a.id, error=repr(exc))
+        return None
 
-    async def deliver(self, a: Attempt, release: Callable[[], None]) -> None:
+    async def deliver(self, a: Attempt, release: Release) -> Attempt | None:
         assert self._session is not None and a.body is not None and a.signer is not None
         headers = a.signer.headers(a.event_id, a.body)
         result = await egress.post(
             self._session, a.url, a.body, headers, self.settings.webhooks_allow_private
         )
-        release()
         decision = decide(result, a.attempt, self.settings.webhook_retry_schedule, self.rng)
-        (_SUCCEEDED if decision.succeeded else _FAILED).inc()
         if decision.succeeded:
-            await self.recorder.success(a, result)
-            return
+            _SUCCEEDED.inc()
+            self.recorder.success(a, result)  # batched; the next POST does not wait for it
+            return release(True)
+        release()
+        _FAILED.inc()
         retry_in = await self.recorder.failure(a, result, decision)
         if retry_in is not None:
             self._note_due(retry_in)
+        return None

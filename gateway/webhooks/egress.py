@@ -142,6 +142,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def _decode_snippet(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")  # the usual case; the same text the slow path gives
+    except UnicodeDecodeError:
+        pass
     # final=False drops a multi-byte character cut in half by the size limit.
     return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
 
@@ -153,6 +157,8 @@ async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
         if not chunk:
             return bytes(buf)
         buf += chunk
+        if resp.content.at_eof():  # the usual short answer: no further read
+            return bytes(buf)
     drained = 0
     while drained < DRAIN_LIMIT:
         chunk = await resp.content.read(DRAIN_LIMIT - drained)

@@ -52,14 +52,29 @@ class Recorder:
         self.publisher = publisher
         self._successes = Batcher(self._record_successes, max_batch=1024)
 
-    async def success(self, a: Attempt, result: PostResult) -> None:
-        if not await self._successes.submit((a, result)):
-            raise LostClaim()
+    def success(self, a: Attempt, result: PostResult) -> None:
+        """Queue a success for the next batch; the slot's next POST need not wait for it.
+
+        Not recorded (a lost claim, database trouble, a crash before the batch commits):
+        the row stays pending and is sent again, with the same webhook-id, after its lease.
+        """
+        self._successes.submit_nowait((a, result))
+
+    async def flush(self) -> None:
+        """Wait until every queued success is recorded (shutdown)."""
+        await self._successes.idle()
 
     async def _record_successes(self, done: list[tuple[Attempt, PostResult]]) -> list[bool]:
-        recorded = await db.record_successes(self.pool, [
-            (a.id, a.token, r.status, r.duration_ms, r.snippet) for a, r in done
-        ])
+        try:
+            recorded = await db.record_successes(self.pool, [
+                (a.id, a.token, r.status, r.duration_ms, r.snippet) for a, r in done
+            ])
+        except Exception as exc:  # the rows stay pending and are retried after their lease
+            log.error("webhook_successes_unrecorded", count=len(done), error=repr(exc))
+            return [False] * len(done)
+        for a, _ in done:
+            if a.id not in recorded:
+                log.info("webhook_claim_lost", delivery_id=a.id)
         return [a.id in recorded for a, _ in done]
 
     async def failed_unsent(self, a: Attempt, error: str) -> None:

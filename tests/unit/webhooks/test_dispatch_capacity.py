@@ -132,3 +132,19 @@ async def test_batcher_serves_an_item_submitted_as_its_worker_ends() -> None:
     async with asyncio.timeout(10):  # a guard against a hang, not a timing assertion
         assert await b.submit(1) == 1
         assert await b.submit(2) == 2
+
+
+async def test_batcher_flushes_items_handed_over_without_waiting() -> None:
+    flushed: list[int] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        await asyncio.sleep(0)
+        flushed.extend(items)
+        return items
+
+    b: Batcher[int, int] = Batcher(flush, max_batch=2)
+    for i in range(5):
+        b.submit_nowait(i)
+    async with asyncio.timeout(10):  # a guard against a hang, not a timing assertion
+        await b.idle()
+    assert flushed == [0, 1, 2, 3, 4]

@@ -52,3 +52,52 @@ async def test_a_stale_attempt_frees_the_slot_for_another_endpoint() -> None:
     assert d.capacity.admit("whk_a") is not None
     d._start(attempt(1, now))
     assert started == [] and d.capacity.total == 0
+
+
+def slot_dispatcher(per_endpoint: int) -> tuple[Dispatcher, list[str], list[str]]:
+    """A dispatcher whose POSTs all succeed at once: (dispatcher, attempts run, tasks spawned)."""
+    settings = Settings(webhook_timeout=10, webhook_concurrency_per_endpoint=per_endpoint)
+    d = Dispatcher(settings, cast(Any, None), cast(Any, None), cast(Any, None))
+    ran: list[str] = []
+    spawned: list[str] = []
+
+    async def deliver(a: Attempt, release: Any) -> Attempt | None:
+        ran.append(a.id)
+        await asyncio.sleep(0)
+        result: Attempt | None = release(True)
+        return result
+
+    async def run_attempt(a: Attempt, release: Any) -> Attempt | None:
+        return await deliver(a, release)
+
+    d._run_attempt = run_attempt  # type: ignore[method-assign]
+    d._spawn = lambda a: spawned.append(a.id)  # type: ignore[method-assign]
+    return d, ran, spawned
+
+
+async def test_a_slot_runs_its_queued_successors_in_the_same_task() -> None:
+    d, ran, spawned = slot_dispatcher(per_endpoint=1)
+    cap = d.capacity
+    fresh = asyncio.get_running_loop().time() + d.lease_seconds
+    for _ in range(4):
+        assert cap.admit("whk_a") is not None  # the slot, then three queue places
+    for n in (1, 2, 3):
+        assert cap.enqueue("whk_a", attempt(n, fresh)) == []
+    await d._run_slot(attempt(0, fresh))
+    assert ran == ["dlv_0", "dlv_1", "dlv_2", "dlv_3"] and spawned == []
+    assert cap.total == 0 and cap.busy == {} and cap.queued("whk_a") == 0
+
+
+async def test_a_slot_skips_a_stale_successor_and_frees_when_done() -> None:
+    d, ran, spawned = slot_dispatcher(per_endpoint=1)
+    cap = d.capacity
+    now = asyncio.get_running_loop().time()
+    fresh = now + d.lease_seconds
+    for _ in range(3):
+        assert cap.admit("whk_a") is not None
+    assert cap.enqueue("whk_a", attempt(1, now + 0.5)) == []  # lease nearly spent
+    assert cap.enqueue("whk_a", attempt(2, fresh)) == []
+    await d._run_slot(attempt(0, fresh))
+    # dlv_1 is left to the claim loop; dlv_2 gets the slot through the usual start path.
+    assert ran == ["dlv_0"] and spawned == ["dlv_2"]
+    assert d._soonest is not None and cap.busy == {"whk_a": 1}

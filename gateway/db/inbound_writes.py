@@ -84,8 +84,13 @@ REPLY_COLUMNS: dict[str, str] = {
     "reply_text": "text", "metadata": "jsonb", "is_from_lead": "boolean", "is_auto_reply": "boolean",
     "read": "boolean", "received_at": "timestamptz",
 }
-_REPLY_NAMES = ", ".join(f'"{c}"' for c in REPLY_COLUMNS)
-_REPLY_TYPES = ", ".join(f'"{c}" {t}' for c, t in REPLY_COLUMNS.items())
+# The bodies travel as text[] parameters (binary protocol: PostgreSQL copies them as they are)
+# and the rest as one jsonb document: parsing the bodies as JSON strings (escapes and all)
+# cost PostgreSQL ~4 ms per 100 replies of ~3 KB, more than the rest of the insert.
+REPLY_TEXTS = ("text_body", "html_body", "reply_text")
+_REPLY_SHORT = {c: t for c, t in REPLY_COLUMNS.items() if c not in REPLY_TEXTS}
+_REPLY_NAMES = ", ".join(f'"{c}"' for c in [*_REPLY_SHORT, *REPLY_TEXTS])
+_REPLY_SHORT_TYPES = ", ".join(f'"{c}" {t}' for c, t in _REPLY_SHORT.items())
 
 
 async def insert_replies(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> set[str]:
@@ -98,10 +103,12 @@ async def insert_replies(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -
         # every row, and conversation order (attachment numbering, newest message) needs a tie-break.
         f"INSERT INTO messages ({_REPLY_NAMES}, created_at)"
         f" SELECT {_REPLY_NAMES}, now() + ord * interval '1 microsecond'"
-        f" FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS ({_REPLY_TYPES}))"
+        f" FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS ({_REPLY_SHORT_TYPES}),"
+        "  unnest($2::text[]), unnest($3::text[]), unnest($4::text[]))"
         f" WITH ORDINALITY AS r({_REPLY_NAMES}, ord) ORDER BY ord"
         " ON CONFLICT (mailbox_id, rfc_message_id) WHERE direction = 'inbound' DO NOTHING RETURNING id",
-        rows,
+        [{c: row[c] for c in _REPLY_SHORT} for row in rows],
+        *([row[c] for row in rows] for c in REPLY_TEXTS),
     )
     return {r["id"] for r in got}
 
@@ -188,20 +195,24 @@ async def stage_events(
     events: list[dict[str, Any]],
     bodies: list[bytes],
 ) -> list[int]:
-    """`events.stage` for many already-built events (with their serialized bodies): the event
-    rows and their outbox rows in one statement; returns the outbox ids in the events' order."""
+    """`events.stage` for many already-built events (with their serialized bodies, the
+    `orjson.dumps` of each event): the event rows and their outbox rows in one statement;
+    returns the outbox ids in the events' order.
+
+    The event rows' `data` is read from the bodies: a jsonb[] parameter goes through asyncpg's
+    text array format (every element escaped, then unescaped by the server), ~4 ms per 100
+    events of ~3 KB, where the bodies are sent as they are."""
     if not events:
         return []
     rows = await conn.fetch(
         "WITH ev AS (INSERT INTO events (id, workspace_id, type, data)"
-        "  SELECT u.id, $2, u.type, u.data"
-        "  FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS u(id, type, data))"
+        "  SELECT u.id, $2, u.type, convert_from(u.body, 'UTF8')::jsonb -> 'data'"
+        "  FROM unnest($3::text[], $4::text[], $5::bytea[]) AS u(id, type, body))"
         " INSERT INTO outbox (exchange, routing_key, message_id, body, headers, available_at)"
         " SELECT $1, u.type, u.id, u.body, '{}'::jsonb, now()"
-        " FROM unnest($3::text[], $4::text[], $6::bytea[]) WITH ORDINALITY AS u(id, type, body, ord)"
+        " FROM unnest($3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY AS u(id, type, body, ord)"
         " ORDER BY u.ord RETURNING id, message_id",
-        exchange, workspace_id, [e["id"] for e in events], [e["type"] for e in events],
-        [e["data"] for e in events], bodies,
+        exchange, workspace_id, [e["id"] for e in events], [e["type"] for e in events], bodies,
     )
     by_event = {r["message_id"]: int(r["id"]) for r in rows}
     return [by_event[e["id"]] for e in events]

@@ -142,6 +142,25 @@ class Watcher:
         return await ingest_uids(session, self.ingestor, mailbox, self.folder, uidvalidity, uids)
 
 
+def batches(uids: list[int], batch: int = BATCH) -> list[list[int]]:
+    """`uids` cut into batches of at most `batch`, in order.
+
+    When there is more than one batch's worth, the first batches are smaller (a quarter of
+    `batch`, then doubling): nothing overlaps the first batch's fetch and classification, and
+    each batch's commit overlaps the preparation of the next one, so starting small fills the
+    pipeline sooner."""
+    if len(uids) <= batch:
+        return [uids] if uids else []
+    out: list[list[int]] = []
+    size = max(1, batch // 4)
+    start = 0
+    while start < len(uids):
+        out.append(uids[start:start + size])
+        start += size
+        size = min(batch, size * 2)
+    return out
+
+
 async def ingest_uids(
     session: ImapSession,
     ingestor: Ingestor,
@@ -159,7 +178,7 @@ async def ingest_uids(
     after a failure it is simply fetched again, since the cursor has not moved past it; events
     whose publish is cut short are relayed by the scheduler."""
     last = 0
-    chunks = [uids[i:i + batch] for i in range(0, len(uids), batch)]
+    chunks = batches(uids, batch)
     if not chunks:
         return last
 

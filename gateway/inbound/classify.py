@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from gateway.mail.autoreply import is_auto_reply
 from gateway.mail.bounce import Bounce, parse_bounce
@@ -92,6 +93,44 @@ def parse_message(raw: bytes) -> EmailMessage:
     return msg
 
 
+T = TypeVar("T")
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return any(_has_nul(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return False
+
+
+def _drop_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_drop_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_drop_nul(k): _drop_nul(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{
+            f.name: _drop_nul(getattr(value, f.name)) for f in dataclasses.fields(value)})
+    return value
+
+
+def nul_free(value: T) -> T:
+    """`value` with every U+0000 removed from its text (bytes, e.g. attachment data, are kept).
+
+    PostgreSQL's text and jsonb cannot hold U+0000, and decoded mail can contain it (a QP
+    `=00`, an encoded word, a NUL byte in a body): stored as is, the whole batch would fail on
+    every retry and stall the mailbox. The character carries nothing readable, so it is dropped.
+    """
+    return _drop_nul(value) if _has_nul(value) else value
+
+
 def _received_at(parsed: ParsedMail) -> datetime:
     current = now()
     if parsed.date is None or parsed.date > current:
@@ -103,7 +142,7 @@ def classify(raw: bytes) -> Classified:
     """Never raises: anything the parser cannot read comes back as `unparseable`."""
     try:
         msg = parse_message(raw)  # parsed once: the same EmailMessage serves every step below
-        parsed = parse_inbound(raw, msg)
+        parsed = nul_free(parse_inbound(raw, msg))
     except UnparseableMail as exc:
         return Classified("unparseable", synthetic_message_id(bytes(raw or b"")), error=str(exc))
     except Exception as exc:  # a last guard: one message must never stop a poller
@@ -113,7 +152,7 @@ def classify(raw: bytes) -> Classified:
     try:
         # parse_bounce looks for a delivery-status part or bounce-like headers before it runs
         # any heavier DSN parsing (flufl.bounce only for those without a readable report).
-        bounce = parse_bounce(msg)
+        bounce = nul_free(parse_bounce(msg))
         if bounce is not None:
             return Classified("bounce", rfc_id, parsed=parsed, bounce=bounce, is_auto_reply=True,
                               received_at=_received_at(parsed))

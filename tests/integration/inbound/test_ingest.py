@@ -160,3 +160,23 @@ async def test_lease_fence_rolls_back(pool: asyncpg.Pool, settings: Settings, la
     with pytest.raises(LeaseLost):
         await feed(ingestor(pool, settings, lease_owner=f"nobody-{secrets.token_hex(2)}"), lab, raw)
     assert await pool.fetchval("SELECT count(*) FROM messages WHERE direction = 'inbound'") == 0
+
+
+async def test_nul_characters_do_not_stall_the_mailbox(
+    pool: asyncpg.Pool, settings: Settings, lab: Lab
+) -> None:
+    # U+0000 from a raw NUL byte, a quoted-printable "=00" and an encoded word: PostgreSQL text
+    # and jsonb refuse it, so stored as is the batch would fail on every retry.
+    raw = make_mail(sender=lab.lead, to=lab.mailbox_email, in_reply_to=lab.sent_rfc_id,
+                    subject="Re: Hello", body="Yes\x00 please")
+    qp = (f"From: {lab.lead}\r\nTo: {lab.mailbox_email}\r\nSubject: =?utf-8?q?Re=3A_a=00b?=\r\n"
+          f"In-Reply-To: {lab.sent_rfc_id}\r\nMessage-ID: <nul-qp@lead.example>\r\n"
+          "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+          "\r\nfine=00 thanks\r\n").encode()
+    result = await feed(ingestor(pool, settings), lab, raw, qp)
+    assert result.outcomes == {"reply": 2}
+    rows = await pool.fetch(
+        "SELECT subject, text_body FROM messages WHERE direction = 'inbound' ORDER BY subject")
+    assert [(r["subject"], r["text_body"].strip()) for r in rows] == [("Re: Hello", "Yes please"),
+                                                                   ("Re: ab", "fine thanks")]
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE type = 'reply.received'") == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.inbound.classify import classify, synthetic_message_id
+from gateway.inbound.classify import _has_nul, classify, nul_free, synthetic_message_id
 
 CORPUS: list[bytes] = [
     b"",
@@ -67,9 +67,27 @@ def test_generated_messages_never_raise(headers: list[tuple[str, bytes]], body: 
     raw = b"".join(name.encode() + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + body
     c = classify(raw)
     assert c.kind in {"mail", "bounce", "unparseable"}
+    assert not _has_nul(c)  # everything classified can be stored in PostgreSQL text
 
 
 @settings(max_examples=200, deadline=None)
 @given(raw=st.binary(max_size=600))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     assert classify(raw).kind in {"mail", "bounce", "unparseable"}
+
+
+def test_nul_characters_are_dropped_from_everything_stored() -> None:
+    raw = (b"From: Bob <bob@lead.example>\r\nTo: alice@acme.example\r\n"
+           b"Subject: =?utf-8?q?a=00b?=\r\nMessage-ID: <n@lead.example>\r\n"
+           b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+           b"\r\nyes=00 please\x00\r\n")
+    c = classify(raw)
+    assert c.kind == "mail" and c.parsed is not None
+    stored = (c.parsed.subject, c.parsed.text.strip(), c.reply_text.strip())
+    assert stored == ("ab", "yes please", "yes please")
+    assert not _has_nul(c)
+
+
+def test_nul_free_returns_clean_values_unchanged() -> None:
+    c = classify(b"From: bob@lead.example\r\nSubject: hi\r\n\r\nplain\r\n")
+    assert c.parsed is not None and nul_free(c.parsed) is c.parsed

@@ -17,9 +17,7 @@ once its own attempt rows are committed; a message that failed is settled on its
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 import aiormq
@@ -29,8 +27,8 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from consumers.runner import Context
-from gateway import metrics
-from gateway.bus.consumer import park
+from gateway.bus.acks import Delivery, OrderedAcker, Outcome
+from gateway.bus.consumer import counter, failure_settler
 from gateway.bus.topology import DISPATCHER
 from gateway.errors import PermanentError
 from gateway.logging import get_logger
@@ -44,9 +42,6 @@ PREFETCH = 4096
 BATCH = 512  # events per intake transaction
 WORKERS = 1  # intake transactions in flight
 ROLE = "dispatcher"
-
-OK, REQUEUE, PARK = "ok", "requeue", "park"
-
 
 def _tag(message: DeliveredMessage) -> int:
     delivery = message.delivery
@@ -94,70 +89,19 @@ class Subscription:
             await raw.basic_cancel(self._tag)
 
 
-@dataclass(slots=True)
-class _Entry:
-    message: DeliveredMessage
-    outcome: str | None = None
-    reason: str = ""
+def _acker(ctx: Context) -> OrderedAcker[DeliveredMessage]:
+    """The shared ordered acker, acking on the raw channel; failures (rare) go through
+    aio-pika's message helpers and the consumers' usual park-or-requeue."""
+    settle = failure_settler(ctx.publisher, DISPATCHER)
 
+    async def settle_failure(message: DeliveredMessage, outcome: Outcome, reason: str) -> str:
+        return await settle(IncomingMessage(message), outcome, reason)
 
-class OrderedAcker:
-    """Settles messages in delivery order, acking contiguous successes with one frame."""
+    async def ack(message: DeliveredMessage, multiple: bool) -> None:
+        await message.channel.basic_ack(_tag(message), multiple=multiple)
 
-    def __init__(self, ctx: Context, queue: str) -> None:
-        self.ctx = ctx
-        self.queue = queue
-        self.pending: deque[_Entry] = deque()
-        self._lock = asyncio.Lock()
-
-    def add(self, message: DeliveredMessage) -> _Entry:
-        entry = _Entry(message)
-        self.pending.append(entry)
-        return entry
-
-    async def settle(self) -> None:
-        async with self._lock:
-            run: _Entry | None = None  # the newest success of the current run, not yet acked
-            count = 0
-            while self.pending and self.pending[0].outcome is not None:
-                entry = self.pending.popleft()
-                if entry.outcome == OK:
-                    if run is not None and run.message.channel is not entry.message.channel:
-                        await self._ack_run(run, count)
-                        count = 0
-                    run, count = entry, count + 1
-                    continue
-                if run is not None:  # settle the successes before it first (tag order)
-                    await self._ack_run(run, count)
-                    run, count = None, 0
-                await self._settle_failure(entry)
-            if run is not None:
-                await self._ack_run(run, count)
-
-    async def _ack_run(self, last: _Entry, count: int) -> None:
-        try:
-            await last.message.channel.basic_ack(_tag(last.message), multiple=count > 1)
-        except Exception as exc:  # channel gone: the broker redelivers them (rows are idempotent)
-            log.warning("dispatcher_ack_failed", error=repr(exc))
-            return
-        metrics.CONSUMED.labels(ROLE, "ok").inc(count)
-
-    async def _settle_failure(self, entry: _Entry) -> None:
-        message = IncomingMessage(entry.message)  # rare: aio-pika's helpers are worth it here
-        try:
-            if entry.outcome == PARK:
-                try:
-                    await park(self.ctx.publisher, message, self.queue, entry.reason)
-                except Exception:
-                    await message.nack(requeue=True)
-                else:
-                    await message.ack()
-                    metrics.CONSUMED.labels(ROLE, "parked").inc()
-            else:
-                await message.nack(requeue=True)
-                metrics.CONSUMED.labels(ROLE, "requeued").inc()
-        except Exception as exc:
-            log.warning("dispatcher_settle_failed", error=repr(exc))
+    # Intake batches finish together, so nothing waits behind an unfinished head for long.
+    return OrderedAcker(settle_failure, counter(ROLE), max_held=PREFETCH, ack=ack)
 
 
 class Intake:
@@ -168,14 +112,14 @@ class Intake:
     overlap), and each batch is settled (acked in delivery order) once recorded.
     """
 
-    def __init__(self, dispatcher: Dispatcher, acker: OrderedAcker) -> None:
+    def __init__(self, dispatcher: Dispatcher, acker: OrderedAcker[DeliveredMessage]) -> None:
         self.dispatcher = dispatcher
         self.acker = acker
-        self.waiting: list[_Entry] = []
+        self.waiting: list[Delivery[DeliveredMessage]] = []
         self.workers: set[asyncio.Task[None]] = set()
 
     async def on_message(self, message: DeliveredMessage) -> None:
-        self.waiting.append(self.acker.add(message))
+        self.waiting.append(self.acker.track(message))
         if len(self.workers) < WORKERS:
             self.workers.add(asyncio.create_task(self._drain(), name="dispatcher-intake"))
 
@@ -194,16 +138,16 @@ class Intake:
             if task is not None:
                 self.workers.discard(task)
 
-    async def _record(self, batch: list[_Entry]) -> None:
+    async def _record(self, batch: list[Delivery[DeliveredMessage]]) -> None:
         parsed: list[tuple[dict[str, Any], bytes]] = []
-        entries: list[_Entry] = []
+        entries: list[Delivery[DeliveredMessage]] = []
         for entry in batch:
             try:
                 parsed.append((parse_event(entry.message.body), entry.message.body))
             except PermanentError as exc:
                 log.warning("message_parked", role=ROLE, queue=DISPATCHER, reason=exc.message,
                             message_id=entry.message.header.properties.message_id)
-                entry.outcome, entry.reason = PARK, exc.message
+                self.acker.finish(entry, "park", exc.message)
                 continue
             entries.append(entry)
         if not entries:
@@ -212,16 +156,16 @@ class Intake:
             await self.dispatcher.intake(parsed)
         except asyncio.CancelledError:
             for entry in entries:  # never acked: requeued by the broker when the channel closes
-                entry.outcome = REQUEUE
+                self.acker.finish(entry, "requeue")
             raise
         except Exception as exc:
             log.warning("messages_requeued", role=ROLE, queue=DISPATCHER, error=repr(exc),
                         count=len(entries))
             for entry in entries:
-                entry.outcome = REQUEUE
+                self.acker.finish(entry, "requeue")
         else:
             for entry in entries:
-                entry.outcome = OK
+                self.acker.finish(entry, "ok")
 
     async def finish(self, seconds: float) -> None:
         """Let the batches in progress finish and be settled (shutdown)."""
@@ -234,7 +178,7 @@ async def consume_events(ctx: Context, dispatcher: Dispatcher, stop: asyncio.Eve
     channel = await ctx.amqp.channel()
     assert isinstance(channel, AbstractRobustChannel)  # a robust connection's channels are
     await channel.set_qos(prefetch_count=PREFETCH)
-    intake = Intake(dispatcher, OrderedAcker(ctx, DISPATCHER))
+    intake = Intake(dispatcher, _acker(ctx))
     subscription = Subscription(channel, ctx.publisher.topology.name(DISPATCHER), intake.on_message)
     await subscription.start()
     try:

@@ -22,7 +22,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -31,46 +31,69 @@ from gateway.logging import get_logger
 log = get_logger(__name__)
 
 Outcome = Literal["ok", "requeue", "park"]
+
+
+class Settleable(Protocol):
+    """A delivered message: aio-pika's, or aiormq's `DeliveredMessage` for a raw consumer."""
+
+    @property
+    def channel(self) -> object: ...
+
+
+M = TypeVar("M", bound=Settleable)
 # Settles one failure (nack or park); returns the metric label of what was done.
 SettleFailure = Callable[[AbstractIncomingMessage, Outcome, str], Awaitable[str]]
 # Counts settled messages: (metric label, count).
 Count = Callable[[str, int], None]
 
 
+async def ack_incoming(message: AbstractIncomingMessage, multiple: bool) -> None:
+    """Acks an aio-pika message (and, with `multiple`, every earlier one of its channel)."""
+    await message.ack(multiple=multiple)
+
+
 @dataclass(slots=True)
-class Delivery:
+class Delivery(Generic[M]):
     """One delivery being handled; `outcome` is set once its handler has finished."""
 
-    message: AbstractIncomingMessage
+    message: M
     outcome: Outcome | None = None
     reason: str = ""
 
 
-class OrderedAcker:
-    def __init__(self, settle_failure: SettleFailure, count: Count, *, max_held: int) -> None:
+class OrderedAcker(Generic[M]):
+    def __init__(
+        self,
+        settle_failure: Callable[[M, Outcome, str], Awaitable[str]],
+        count: Count,
+        *,
+        max_held: int,
+        ack: Callable[[M, bool], Awaitable[None]],
+    ) -> None:
         self._settle_failure = settle_failure
         self._count = count
+        self._send_ack = ack
         self.max_held = max(1, max_held)
-        self._pending: deque[Delivery] = deque()
+        self._pending: deque[Delivery[M]] = deque()
         self._held = 0  # finished deliveries still in _pending
         self._lock = asyncio.Lock()
         self._scheduled = False  # a settling task is started and has not begun yet
         self._tasks: set[asyncio.Task[None]] = set()
         self.frames = 0  # ack/nack/park operations sent (observability and tests)
 
-    def track(self, message: AbstractIncomingMessage) -> Delivery:
+    def track(self, message: M) -> Delivery[M]:
         """Register a delivery as it arrives (in tag order, before its handler awaits)."""
-        delivery = Delivery(message)
+        delivery: Delivery[M] = Delivery(message)
         self._pending.append(delivery)
         return delivery
 
-    def finish(self, delivery: Delivery, outcome: Outcome, reason: str = "") -> None:
+    def finish(self, delivery: Delivery[M], outcome: Outcome, reason: str = "") -> None:
         """Record the handler's outcome without settling (e.g. from a cancelled handler)."""
         if delivery.outcome is None:
             delivery.outcome, delivery.reason = outcome, reason
             self._held += 1
 
-    def done(self, delivery: Delivery, outcome: Outcome, reason: str = "") -> None:
+    def done(self, delivery: Delivery[M], outcome: Outcome, reason: str = "") -> None:
         """Record the outcome; the settling task (started now unless one is pending) sends it."""
         self.finish(delivery, outcome, reason)
         if not self._scheduled:
@@ -94,7 +117,7 @@ class OrderedAcker:
         """Settle the finished deliveries at the head; `everything`: also those behind an
         unfinished one (one by one), as when the consumer stops."""
         async with self._lock:
-            run: Delivery | None = None  # newest success of the current run, not yet acked
+            run: Delivery[M] | None = None  # newest success of the current run, not yet acked
             count = 0
             while self._pending and self._pending[0].outcome is not None:
                 delivery = self._pending.popleft()
@@ -117,8 +140,8 @@ class OrderedAcker:
 
     async def _settle_held(self) -> None:
         """Settle finished deliveries behind an unfinished one, each with its own frame."""
-        keep: deque[Delivery] = deque()
-        finished: list[Delivery] = []
+        keep: deque[Delivery[M]] = deque()
+        finished: list[Delivery[M]] = []
         for delivery in self._pending:
             (keep if delivery.outcome is None else finished).append(delivery)
         self._pending = keep
@@ -129,21 +152,21 @@ class OrderedAcker:
             else:
                 await self._failure(delivery)
 
-    async def _ack(self, last: Delivery, count: int, *, multiple: bool | None = None) -> None:
+    async def _ack(self, last: Delivery[M], count: int, *, multiple: bool | None = None) -> None:
         self.frames += 1
         try:
-            await last.message.ack(multiple=count > 1 if multiple is None else multiple)
+            await self._send_ack(last.message, count > 1 if multiple is None else multiple)
         except Exception as exc:  # channel gone: the broker redelivers them
             log.warning("ack_failed", count=count, error=repr(exc))
             return
         self._count("ok", count)
 
-    async def _failure(self, delivery: Delivery) -> None:
+    async def _failure(self, delivery: Delivery[M]) -> None:
         assert delivery.outcome is not None and delivery.outcome != "ok"
         self.frames += 1
         try:
             label = await self._settle_failure(delivery.message, delivery.outcome, delivery.reason)
         except Exception as exc:  # channel gone: the broker redelivers it
-            log.warning("settle_failed", error=repr(exc), message_id=delivery.message.message_id)
+            log.warning("settle_failed", error=repr(exc), outcome=delivery.outcome)
             return
         self._count(label, 1)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from gateway import metrics
-from gateway.bus.acks import Count, OrderedAcker, Outcome, SettleFailure
+from gateway.bus.acks import Count, OrderedAcker, Outcome, SettleFailure, ack_incoming
 from gateway.bus.publisher import Publisher
 from gateway.bus.topology import DEAD
 from gateway.errors import PermanentError
@@ -83,7 +83,8 @@ async def consume(
     inflight: set[asyncio.Task[None]] = set()
 
     # A quarter of the window may wait behind a slow message before being settled singly.
-    acker = OrderedAcker(failure_settler(publisher, queue), counter(role), max_held=prefetch // 4)
+    acker: OrderedAcker[AbstractIncomingMessage] = OrderedAcker(
+        failure_settler(publisher, queue), counter(role), max_held=prefetch // 4, ack=ack_incoming)
 
     async def on_message(message: AbstractIncomingMessage) -> None:
         delivery = acker.track(message)  # first, so deliveries are tracked in tag order

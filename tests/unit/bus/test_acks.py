@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from gateway.bus.acks import OrderedAcker, Outcome
+from gateway.bus.acks import OrderedAcker, Outcome, ack_incoming
 
 
 class Channel:
@@ -42,7 +42,7 @@ class Message:
         self.channel.settle("nack", self.delivery_tag, False)
 
 
-def make(max_held: int = 8) -> tuple[OrderedAcker, dict[str, int]]:
+def make(max_held: int = 8) -> tuple[OrderedAcker[AbstractIncomingMessage], dict[str, int]]:
     counts: dict[str, int] = {}
 
     async def settle_failure(message: AbstractIncomingMessage, outcome: Outcome, reason: str) -> str:
@@ -52,10 +52,10 @@ def make(max_held: int = 8) -> tuple[OrderedAcker, dict[str, int]]:
     def count(label: str, n: int) -> None:
         counts[label] = counts.get(label, 0) + n
 
-    return OrderedAcker(settle_failure, count, max_held=max_held), counts
+    return OrderedAcker(settle_failure, count, max_held=max_held, ack=ack_incoming), counts
 
 
-def track(acker: OrderedAcker, message: Message) -> Any:
+def track(acker: OrderedAcker[AbstractIncomingMessage], message: Message) -> Any:
     return acker.track(cast(AbstractIncomingMessage, message))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from gateway.config import Settings
 from gateway.crypto import Vault
 from tests.integration.inbound.conftest import Appender, Lab, make_dsn, make_lab, make_mail, wait_for
 from tests.support.mailserver import imap_login
+from tests.support.processes import role_env
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
@@ -121,19 +121,8 @@ async def test_broken_mailbox_feeds_health_and_does_not_stall_others(
 
 
 def _env(settings: Settings, folder: str, lease: float) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGW_")}
-    env.update({
-        "MAILGW_DATABASE_URL": settings.database_url,
-        "MAILGW_AMQP_URL": settings.amqp_url,
-        "MAILGW_AMQP_PREFIX": settings.amqp_prefix,
-        "MAILGW_SECRET_KEY": "test-secret-key",
-        "MAILGW_DATA_DIR": str(settings.data_dir),
-        "MAILGW_IMAP_FOLDERS": folder,
-        "MAILGW_LEASE_SECONDS": str(lease),
-        "MAILGW_POLL_INTERVAL": "1",
-        "MAILGW_LOG_FORMAT": "json",
-    })
-    return env
+    return role_env(settings, MAILGW_IMAP_FOLDERS=folder, MAILGW_LEASE_SECONDS=str(lease),
+                    MAILGW_POLL_INTERVAL="1")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from gateway.bus.topology import COMMANDS, Topology
 from gateway.config import Settings
 from gateway.crypto import Vault
 from tests.support import factories
+from tests.support.processes import role_env
 from tests.support.services import AMQP_URL
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -128,18 +128,7 @@ async def router(router_ctl: RouterControl) -> RouterControl:
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "MAILGW_DATABASE_URL": settings.database_url,
-        "MAILGW_AMQP_URL": settings.amqp_url,
-        "MAILGW_AMQP_PREFIX": settings.amqp_prefix,
-        "MAILGW_SECRET_KEY": "test-secret-key",
-        "MAILGW_DATA_DIR": str(settings.data_dir),
-        "MAILGW_LOG_FORMAT": "json",
-        "MAILGW_LOG_LEVEL": "warning",
-        "MAILGW_DB_POOL_SIZE": "8",
-    })
-    return env
+    return role_env(settings, MAILGW_LOG_LEVEL="warning", MAILGW_DB_POOL_SIZE="8")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,26 +17,19 @@ from consumers.runner import close_context, open_context
 from gateway.config import Settings
 from tests.integration.webhooks.conftest import Receiver, create_hook, publish_event, settled
 from tests.support.factories import Tenant
+from tests.support.processes import role_env
 
 pytestmark = pytest.mark.integration
 
 MAILGW = Path(sys.executable).with_name("mailgw")
 
 
-def role_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGW_")}
-    env.update({
-        "MAILGW_DATABASE_URL": settings.database_url,
-        "MAILGW_AMQP_URL": settings.amqp_url,
-        "MAILGW_AMQP_PREFIX": settings.amqp_prefix,
-        "MAILGW_SECRET_KEY": "test-secret-key",
-        "MAILGW_DATA_DIR": str(tmp_path / "data"),
-        "MAILGW_WEBHOOKS_ALLOW_PRIVATE": "true",
-        "MAILGW_WEBHOOK_TIMEOUT": "3",  # the claim's lease: 1.5 × 3 + 2 = 6.5 s
-        "MAILGW_WEBHOOK_RETRY_SCHEDULE": "1,2",
-        "MAILGW_LOG_FORMAT": "json",
-    })
-    return env
+def dispatcher_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    return role_env(
+        settings, MAILGW_DATA_DIR=str(tmp_path / "data"), MAILGW_WEBHOOKS_ALLOW_PRIVATE="true",
+        MAILGW_WEBHOOK_TIMEOUT="3",  # the claim's lease: 1.5 × 3 + 2 = 6.5 s
+        MAILGW_WEBHOOK_RETRY_SCHEDULE="1,2",
+    )
 
 
 @pytest.fixture
@@ -49,7 +41,7 @@ async def spawn(
     async def start() -> asyncio.subprocess.Process:
         log = open(tmp_path / f"dispatcher{len(procs)}.log", "wb")  # noqa: ASYNC230
         proc = await asyncio.create_subprocess_exec(
-            str(MAILGW), "worker", "dispatcher", env=role_env(settings, tmp_path),
+            str(MAILGW), "worker", "dispatcher", env=dispatcher_env(settings, tmp_path),
             stdout=log, stderr=log,
         )
         log.close()

@@ -12,6 +12,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, ExchangeType
 
+from gateway.bus import frames
 from gateway.config import Settings
 
 COMMANDS = "mailgw.commands"  # exchange and the router's queue
@@ -112,7 +113,9 @@ class Topology:
 
 
 async def connect(settings: Settings, name: str) -> aio_pika.abc.AbstractRobustConnection:
-    """A robust connection, named so operators can tell roles apart in the broker."""
+    """A robust connection, named so operators can tell roles apart in the broker; its frames
+    are read in chunks (`gateway.bus.frames`)."""
+    frames.install()
     return await aio_pika.connect_robust(
         settings.amqp_url, client_properties={"connection_name": f"mailgw-{name}"}
     )

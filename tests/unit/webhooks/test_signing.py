@@ -134,3 +134,14 @@ def test_signer_matches_the_package(body: bytes, ts: int) -> None:
         Webhook(s).sign("evt_1", datetime.fromtimestamp(ts, tz=UTC), body.decode()) for s in (new, old))
     assert signer.signature("evt_1", ts, body) == expected
     assert signer.signature("evt_1", ts, body) == expected  # the keyed state is not consumed
+
+
+def test_signer_refuses_what_the_package_refuses() -> None:
+    """A body that is not UTF-8 and an empty secret fail as with `standardwebhooks`."""
+    with pytest.raises(UnicodeDecodeError):
+        Signer([SPEC_SECRET]).signature(SPEC_ID, SPEC_TS, b"\xff")
+    with pytest.raises(Exception) as ours:
+        Signer(["whsec_"])
+    with pytest.raises(Exception) as theirs:
+        Webhook("whsec_")
+    assert type(ours.value) is type(theirs.value)

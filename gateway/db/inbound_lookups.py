@@ -3,60 +3,59 @@ threading candidates, attachment numbering and the sends a bounce names."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import asyncpg
 
-# --- handled before, our own mail ---------------------------------------------------------
+# --- one round trip per batch --------------------------------------------------------------
 
 
-async def batch_context(
-    conn: asyncpg.Connection, mailbox_id: str, rfc_message_ids: list[str]
-) -> tuple[str | None, set[str]]:
-    """The mailbox's address (for event data) and which of these Message-IDs were handled before."""
+@dataclass(frozen=True)
+class BatchLookups:
+    mailbox_email: str | None  # for event data
+    seen: set[str]  # Message-IDs this mailbox handled before
+    own: set[str]  # Message-IDs of mail the gateway sent (copies of our own outbound)
+    by_id: dict[str, Mapping[str, Any]]  # threading candidate per referenced Message-ID
+
+
+# Per referenced Message-ID, the message threading prefers for it (this mailbox's conversations
+# first, then the newest), with its conversation, metadata and identity handle; the caller
+# picks among a message's references (earliest in its list wins).
+_CANDIDATES = (
+    "SELECT DISTINCT ON (m.rfc_message_id) m.rfc_message_id, c.id, c.lead_email, c.mailbox_id,"
+    "  c.metadata AS conv_metadata, m.metadata, i.handle"
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+    " LEFT JOIN identities i ON i.id = c.identity_id"
+    " WHERE m.workspace_id = $2 AND m.rfc_message_id = ANY($5::text[])"
+    " ORDER BY m.rfc_message_id, (c.mailbox_id = $1) IS TRUE DESC, m.created_at DESC"
+)
+
+
+async def batch_lookups(
+    conn: asyncpg.Connection, mailbox_id: str, workspace_id: str, rfc_message_ids: list[str],
+    mail_ids: list[str], refs: list[str],
+) -> BatchLookups:
+    """Everything a batch needs to know before deciding its messages, in one statement (each
+    round trip of the batch transaction waits for the event loop as well as the database):
+    which of `rfc_message_ids` were handled before, which of `mail_ids` are our own outbound
+    mail, and the threading candidates for the Message-IDs in `refs`."""
     row = await conn.fetchrow(
         "SELECT (SELECT email FROM mailboxes WHERE id = $1) AS email,"
         " ARRAY(SELECT rfc_message_id FROM inbound_seen"
-        "       WHERE mailbox_id = $1 AND rfc_message_id = ANY($2::text[])) AS seen",
-        mailbox_id, rfc_message_ids,
+        "       WHERE mailbox_id = $1 AND rfc_message_id = ANY($3::text[])) AS seen,"
+        " ARRAY(SELECT DISTINCT rfc_message_id FROM messages WHERE workspace_id = $2"
+        "       AND rfc_message_id = ANY($4::text[]) AND direction = 'outbound') AS own,"
+        f" (SELECT jsonb_agg(to_jsonb(t)) FROM ({_CANDIDATES}) t) AS candidates",
+        mailbox_id, workspace_id, rfc_message_ids, mail_ids, refs,
     )
     assert row is not None  # a SELECT without FROM always has its one row
-    return row["email"], set(row["seen"] or ())
-
-
-async def own_outbound_ids(
-    conn: asyncpg.Connection, workspace_id: str, rfc_message_ids: list[str]
-) -> set[str]:
-    """Those of these Message-IDs that name mail the gateway sent (copies of our own outbound)."""
-    if not rfc_message_ids:
-        return set()
-    rows = await conn.fetch(
-        "SELECT DISTINCT rfc_message_id FROM messages WHERE workspace_id = $1"
-        " AND rfc_message_id = ANY($2::text[]) AND direction = 'outbound'",
-        workspace_id, rfc_message_ids,
-    )
-    return {r["rfc_message_id"] for r in rows}
+    by_id = {r["rfc_message_id"]: r for r in row["candidates"] or ()}
+    return BatchLookups(row["email"], set(row["seen"] or ()), set(row["own"] or ()), by_id)
 
 
 # --- threading ----------------------------------------------------------------------------
-
-
-async def thread_candidates_by_ids(
-    conn: asyncpg.Connection, workspace_id: str, mailbox_id: str, ids: list[str]
-) -> dict[str, asyncpg.Record]:
-    """Per Message-ID, the message threading prefers for it (this mailbox's
-    conversations first, then the newest), with its conversation, metadata and identity handle.
-    The caller picks among a message's references (earliest in its list wins)."""
-    if not ids:
-        return {}
-    rows = await conn.fetch(
-        "SELECT DISTINCT ON (m.rfc_message_id) m.rfc_message_id, c.id, c.lead_email, c.mailbox_id,"
-        "  c.metadata AS conv_metadata, m.metadata, i.handle"
-        " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-        " LEFT JOIN identities i ON i.id = c.identity_id"
-        " WHERE m.workspace_id = $1 AND m.rfc_message_id = ANY($3::text[])"
-        " ORDER BY m.rfc_message_id, (c.mailbox_id = $2) IS TRUE DESC, m.created_at DESC",
-        workspace_id, mailbox_id, ids,
-    )
-    return {r["rfc_message_id"]: r for r in rows}
 
 
 async def thread_candidates_by_lead(

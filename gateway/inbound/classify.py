@@ -96,15 +96,37 @@ def parse_message(raw: bytes) -> EmailMessage:
 T = TypeVar("T")
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return any(_has_nul(getattr(value, f.name)) for f in dataclasses.fields(value))
+    # Runs on every classified message: one loop over an explicit stack, the common types
+    # first, no call per string.
+    todo = [value]
+    while todo:
+        cur = todo.pop()
+        if isinstance(cur, str):
+            if "\x00" in cur:
+                return True
+        elif isinstance(cur, list | tuple):
+            for item in cur:
+                if isinstance(item, str):
+                    if "\x00" in item:
+                        return True
+                else:
+                    todo.append(item)
+        elif isinstance(cur, dict):
+            todo.extend(cur)
+            todo.extend(cur.values())
+        elif dataclasses.is_dataclass(cur) and not isinstance(cur, type):
+            todo.extend(getattr(cur, name) for name in _field_names(type(cur)))
     return False
 
 
@@ -117,7 +139,7 @@ def _drop_nul(value: Any) -> Any:
         return {_drop_nul(k): _drop_nul(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value, **{
-            f.name: _drop_nul(getattr(value, f.name)) for f in dataclasses.fields(value)})
+            name: _drop_nul(getattr(value, name)) for name in _field_names(type(value))})
     return value
 
 

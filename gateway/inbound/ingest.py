@@ -16,7 +16,7 @@ exactly-once key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -88,7 +88,7 @@ class _Conversation:
     handle: str | None
 
     @classmethod
-    def of(cls, row: asyncpg.Record) -> _Conversation:
+    def of(cls, row: Mapping[str, Any] | asyncpg.Record) -> _Conversation:
         return cls(row["id"], str(row["lead_email"]), row["mailbox_id"], row["metadata"],
                    row["conv_metadata"], row["handle"])
 
@@ -239,14 +239,18 @@ class Ingestor:
         result: BatchResult,
     ) -> list[Staged]:
         """Every message's outcome and rows; returns the staged (outbox id, event, body)."""
-        ids = sorted({c.rfc_message_id for _, c in batch})
-        mailbox_email, seen = await lookups.batch_context(conn, mailbox.id, ids)
         mails = [c for _, c in batch if c.kind == "mail" and c.parsed is not None]
-        own = await lookups.own_outbound_ids(
-            conn, mailbox.workspace_id, sorted({c.rfc_message_id for c in mails})
-        )
-        threads = await self._threads(conn, mailbox, [c for c in mails if c.rfc_message_id not in own
-                                                      and c.rfc_message_id not in seen])
+        refs: set[str] = set()
+        for c in mails:  # every mail's references: a superset of what threading looks up
+            assert c.parsed is not None
+            refs.update(c.parsed.in_reply_to)
+            refs.update(c.parsed.references)
+        found = await lookups.batch_lookups(
+            conn, mailbox.id, mailbox.workspace_id, sorted({c.rfc_message_id for _, c in batch}),
+            sorted({c.rfc_message_id for c in mails}), sorted(refs))
+        mailbox_email, seen, own = found.mailbox_email, found.seen, found.own
+        threads = await self._threads(conn, mailbox, found.by_id, [
+            c for c in mails if c.rfc_message_id not in own and c.rfc_message_id not in seen])
         plans: list[_Plan] = []
         for item, c in batch:
             plans.append(await self._plan(conn, mailbox, mailbox_email, item, c, seen, own, threads))
@@ -270,14 +274,11 @@ class Ingestor:
         return list(zip(oids, evs, bodies, strict=True))
 
     async def _threads(
-        self, conn: asyncpg.Connection, mailbox: MailboxRef, mails: list[Classified]
+        self, conn: asyncpg.Connection, mailbox: MailboxRef, by_id: dict[str, Mapping[str, Any]],
+        mails: list[Classified],
     ) -> _Threads:
-        refs: set[str] = set()
-        for c in mails:
-            assert c.parsed is not None
-            refs.update(c.parsed.in_reply_to)
-            refs.update(c.parsed.references)
-        by_id = await lookups.thread_candidates_by_ids(conn, mailbox.workspace_id, mailbox.id, sorted(refs))
+        """The batch's threading state from the candidates by Message-ID (`by_id`, looked up
+        for every mail's references) and, for mails none of them matches, by sender."""
         # Senders that no Message-ID matches in the database (a reply of this batch may still
         # match them by id later: the candidates are a superset).
         senders = [c.parsed.from_addr for c in mails if c.parsed is not None and c.parsed.from_addr

@@ -260,11 +260,14 @@ def _attached_message(part: Message, body: _Body) -> None:
     )
 
 
-def _walk(part: Message, body: _Body, depth: int, shortcut: bool = True) -> None:
+def _walk(part: Message, body: _Body, depth: int, shortcut: bool = True,
+          simple: tuple[str, str | None] | None = None) -> None:
+    """`simple` is `_simple_text(part)` when the caller already has it (else it is looked up)."""
     body.parts += 1
     if depth > MAX_DEPTH or body.parts > MAX_PARTS:
         return
-    simple = _simple_text(part) if shortcut else None
+    if simple is None and shortcut:
+        simple = _simple_text(part)
     if simple is not None:  # a plain text or HTML body: what _leaf does for it, minus look-ups
         ctype, charset = simple
         text = decode_bytes(_payload_bytes(part), charset)
@@ -315,6 +318,32 @@ def _recover_boundary(raw: bytes, msg: Message) -> Message:
     return reparsed if reparsed is not None and _safe(reparsed.is_multipart, False) else msg
 
 
+# One header field of a section the feed parser reads without a defect or a special case: a
+# name (printable ASCII but ":") and a colon, continuation lines starting with a space or tab,
+# every line ending in CRLF or LF (no bare CR: the parser splits lines there too). A plain
+# header section is such fields and then one blank line.
+_FIELD = re.compile(r"[\041-\071\073-\176]+:[^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*")
+
+
+def _plain_head(head: str, parse_policy: Policy) -> Message | None:
+    """The message the feed parser builds from a header section of the plain shape (no body
+    yet), built directly: each field becomes (name, value) as the policy's
+    `header_source_parse` makes it. None for any other header section."""
+    fields: list[str] = []
+    pos, match = 0, _FIELD.match
+    while (found := match(head, pos)) is not None:
+        fields.append(found.group())
+        pos = found.end()
+    if not fields or head[pos:] not in ("\n", "\r\n"):  # not all fields, or no blank line
+        return None
+    factory = parse_policy.message_factory or Message
+    msg: Message = factory(policy=parse_policy)
+    for text in fields:
+        name, value = text.split(":", 1)
+        msg.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
+    return msg
+
+
 def message_from_raw(raw: bytes, parse_policy: Policy) -> Message:
     """`email.message_from_bytes(raw, policy=parse_policy)`, the same object, built cheaper
     when the message is a single part.
@@ -323,13 +352,18 @@ def message_from_raw(raw: bytes, parse_policy: Policy) -> Message:
     multipart/* nor message/* it only joins those lines back into the payload. So the header
     section (up to the first blank line) is parsed alone and, when every line of it was a
     header and the type is not multipart/* or message/*, the rest of the bytes become the
-    payload exactly as the parser would have set it. Anything else is parsed whole."""
+    payload exactly as the parser would have set it. A header section of the plain shape
+    (`_plain_head`) is split by one regular expression instead of the feed parser's line
+    machinery. Anything else is parsed whole."""
     crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
     ends = [i + n for i, n in ((crlf, 4), (lf, 2)) if i >= 0]
     if ends:
         end = min(ends)
-        msg = BytesParser(policy=parse_policy).parsebytes(raw[:end], headersonly=True)
-        if (msg.get_payload() == "" and not msg.defects
+        head = raw[:end]
+        msg = _plain_head(head.decode("ascii", "surrogateescape"), parse_policy)
+        if msg is None:
+            msg = BytesParser(policy=parse_policy).parsebytes(head, headersonly=True)
+        if (msg.get_payload() in ("", None) and not msg.defects
                 and msg.get_content_maintype() not in {"multipart", "message"}):
             msg.set_payload(raw[end:].decode("ascii", "surrogateescape"))
             return msg
@@ -369,8 +403,11 @@ def _parse(raw: bytes, msg: EmailMessage, shortcut: bool) -> ParsedMail:
     headers = _raw_headers(msg)
     decoded = {k: [decode_header_value(v) for v in vs] for k, vs in headers.items()}
     body = _Body()
-    single_text = shortcut and _simple_text(msg) is not None  # no multipart to recover
-    _walk(msg if single_text else _recover_boundary(raw, msg), body, 0, shortcut)
+    simple = _simple_text(msg) if shortcut else None
+    if simple is not None:  # a single text part: no multipart to recover
+        _walk(msg, body, 0, shortcut, simple)
+    else:
+        _walk(_recover_boundary(raw, msg), body, 0, shortcut)
     html = "\n".join(body.htmls).replace("\r\n", "\n") if body.htmls else None
     text = "\n\n".join(t.strip("\r\n") for t in body.texts).replace("\r\n", "\n")
     if not text.strip() and html:

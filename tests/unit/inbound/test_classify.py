@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.inbound.classify import _has_nul, classify, nul_free, synthetic_message_id
+from gateway.mail.parse import ParsedAttachment
 
 CORPUS: list[bytes] = [
     b"",
@@ -91,3 +94,22 @@ def test_nul_characters_are_dropped_from_everything_stored() -> None:
 def test_nul_free_returns_clean_values_unchanged() -> None:
     c = classify(b"From: bob@lead.example\r\nSubject: hi\r\n\r\nplain\r\n")
     assert c.parsed is not None and nul_free(c.parsed) is c.parsed
+
+
+def test_has_nul_searches_every_text_a_classified_message_holds() -> None:
+    clean = classify(b"From: bob@lead.example\r\nSubject: hi\r\n\r\nplain\r\n")
+    assert clean.parsed is not None and not _has_nul(clean)
+    attachment = ParsedAttachment("a.txt", "text/plain", b"\x00 bytes are data, not text")
+    assert not _has_nul(attachment)
+    parsed = clean.parsed
+    variants = [
+        replace(parsed, text="a\x00"),
+        replace(parsed, to=["x@y", "z\x00@y"]),
+        replace(parsed, headers={"subject": ["ok"], "x-bad": ["\x00"]}),
+        replace(parsed, headers={"x-\x00": ["ok"]}),
+        replace(parsed, attachments=[attachment, replace(attachment, filename="b\x00.txt")]),
+        replace(parsed, from_name="Bo\x00b"),
+    ]
+    for variant in variants:
+        assert _has_nul(variant) and _has_nul(replace(clean, parsed=variant))
+        assert not _has_nul(nul_free(variant))

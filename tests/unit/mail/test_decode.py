@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.mail.decode import (
     DEFAULT_FILENAME,
     decode_bytes,
     decode_header_value,
     sanitize_filename,
+    unsurrogate,
 )
 
 
@@ -56,3 +61,10 @@ def test_decode_bytes_fallbacks() -> None:
     assert decode_bytes(b"\xe9", "x-bogus") == "é"  # not utf-8: latin-1
     assert decode_bytes(b"\xe9", "base64") == "é"  # not a text codec
     assert decode_bytes("é".encode(), "us-ascii") == "é"  # mislabelled 8-bit
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120).filter(lambda t: "=?" not in t))
+def test_plain_values_collapse_whitespace_like_the_regex(value: str) -> None:
+    # The fast path for values without an encoded-word must collapse exactly what `\s+` does.
+    assert decode_header_value(value) == re.sub(r"\s+", " ", unsurrogate(value)).strip()

@@ -4,6 +4,11 @@
 While the batches in flight (at most `workers`) are being written, new items queue up and
 form the next batch, so a single caller pays one round trip and many concurrent callers
 share a few; several workers let commits overlap (PostgreSQL groups their WAL flushes).
+
+With `linger`, a worker holding fewer than `min_batch` items waits up to that long for more
+before writing them: a statement costs the dispatcher ~100 µs of CPU whatever its size
+(bind, send, receive; ~2 µs more per row), so batches of 16 cost ~7 µs per item where
+batches of 64 cost ~2. Only for items nobody waits on in a hurry (recorded successes).
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ R = TypeVar("R")
 class Batcher(Generic[T, R]):
     def __init__(
         self, flush: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int = 256,
-        workers: int = 1,
+        workers: int = 1, min_batch: int = 1, linger: float = 0.0,
     ) -> None:
         self._flush = flush
         self._max = max_batch
         self._limit = workers
+        self._linger = Linger(linger, min(min_batch, max_batch)) if linger > 0 else None
         self._queue: list[tuple[T, asyncio.Future[R] | None]] = []
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -31,16 +37,22 @@ class Batcher(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._wake_worker()
+        if self._linger is not None:
+            self._linger.offer(len(self._queue))
         return await future
 
     def submit_nowait(self, item: T) -> None:
         """Queue `item` without waiting for its result (the flush must report failures itself)."""
         self._queue.append((item, None))
         self._wake_worker()
+        if self._linger is not None:
+            self._linger.offer(len(self._queue))
 
     async def idle(self) -> None:
-        """Wait until everything submitted so far is flushed (shutdown)."""
+        """Wait until everything submitted so far is flushed (shutdown: no lingering)."""
         while self._workers:
+            if self._linger is not None:
+                self._linger.end()
             await asyncio.wait(set(self._workers))
 
     def _wake_worker(self) -> None:
@@ -60,6 +72,12 @@ class Batcher(Generic[T, R]):
 
     async def _drain_queue(self) -> None:
         while self._queue:
+            if self._linger is not None and len(self._queue) < self._linger.enough:
+                try:
+                    await self._linger.wait()
+                except asyncio.CancelledError:
+                    self._cancel_queued()
+                    raise
             batch, self._queue = self._queue[: self._max], self._queue[self._max :]
             try:
                 results = await self._flush([item for item, _ in batch])
@@ -68,12 +86,46 @@ class Batcher(Generic[T, R]):
                     if future is not None and not future.done():
                         future.set_exception(exc)
                 if isinstance(exc, asyncio.CancelledError):
-                    for _, future in self._queue:
-                        if future is not None:
-                            future.cancel()
-                    self._queue = []
+                    self._cancel_queued()
                     raise
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 if future is not None and not future.done():
                     future.set_result(result)
+
+    def _cancel_queued(self) -> None:
+        for _, future in self._queue:
+            if future is not None:
+                future.cancel()
+        self._queue = []
+
+
+class Linger:
+    """Lets a batch worker wait up to `seconds` for `enough` items before it writes them."""
+
+    def __init__(self, seconds: float, enough: int) -> None:
+        self.seconds = seconds
+        self.enough = enough
+        self._waiting: asyncio.Future[None] | None = None  # the worker's, while it lingers
+
+    async def wait(self) -> None:
+        """Until `offer` sees enough items, `end` is called, or the time is up."""
+        loop = asyncio.get_running_loop()
+        waiting: asyncio.Future[None] = loop.create_future()
+        self._waiting = waiting
+        timer = loop.call_later(self.seconds, self.end)
+        try:
+            await waiting
+        finally:
+            timer.cancel()
+            self._waiting = None
+
+    def offer(self, queued: int) -> None:
+        """`queued` items wait now: the lingering worker goes on once they are enough."""
+        if queued >= self.enough:
+            self.end()
+
+    def end(self) -> None:
+        waiting = self._waiting
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)

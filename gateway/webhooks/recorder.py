@@ -50,7 +50,9 @@ class Recorder:
         self.settings = settings
         self.pool = pool
         self.publisher = publisher
-        self._successes = Batcher(self._record_successes, max_batch=1024)
+        # Up to 5 ms later, successes share statements ~4x larger (see `Batcher`): ~5 µs of
+        # dispatcher CPU less per delivery; a crash in that time re-sends them (as before).
+        self._successes = Batcher(self._record_successes, max_batch=1024, min_batch=64, linger=0.005)
 
     def success(self, a: Attempt, result: PostResult) -> None:
         """Queue a success for the next batch; the slot's next POST need not wait for it.

@@ -48,6 +48,11 @@ class Batcher(Generic[T, R]):
         if self._linger is not None:
             self._linger.offer(len(self._queue))
 
+    def hurry(self) -> None:
+        """No more items are expected soon: a lingering worker writes what it has now."""
+        if self._linger is not None:
+            self._linger.end()
+
     async def idle(self) -> None:
         """Wait until everything submitted so far is flushed (shutdown: no lingering)."""
         while self._workers:

@@ -331,6 +331,8 @@ class Dispatcher:
             if self._maybe_due and (
                     handed is None or cap.queued(a.endpoint_id) == cap.claim_queue_limit // 2):
                 self.wake.set()
+            if cap.total == 0:  # the last POST ended: no success is coming to fill a batch
+                self.recorder.hurry()
             return successor
 
         try:

@@ -62,6 +62,10 @@ class Recorder:
         """
         self._successes.submit_nowait((a, result))
 
+    def hurry(self) -> None:
+        """No POST is in flight: record the queued successes without lingering for more."""
+        self._successes.hurry()
+
     async def flush(self) -> None:
         """Wait until every queued success is recorded (shutdown)."""
         await self._successes.idle()

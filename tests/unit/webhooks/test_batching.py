@@ -75,3 +75,15 @@ async def test_a_worker_cancelled_while_lingering_cancels_the_waiting_callers() 
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert sink.batches == []
+
+
+async def test_hurry_ends_the_linger() -> None:
+    sink = Sink()
+    b: Batcher[int, int] = Batcher(sink.flush, min_batch=100, linger=HOUR)
+    b.submit_nowait(1)
+    await asyncio.sleep(0)
+    assert sink.batches == []
+    b.hurry()
+    async with asyncio.timeout(10):  # a guard against a hang, not a timing assertion
+        await sink.flushed.wait()
+    assert sink.batches == [[1]]

@@ -101,3 +101,15 @@ async def test_a_slot_skips_a_stale_successor_and_frees_when_done() -> None:
     # dlv_1 is left to the claim loop; dlv_2 gets the slot through the usual start path.
     assert ran == ["dlv_0"] and spawned == ["dlv_2"]
     assert d._soonest is not None and cap.busy == {"whk_a": 1}
+
+
+async def test_the_last_post_to_end_hurries_the_recorded_successes() -> None:
+    d, ran, _ = slot_dispatcher(per_endpoint=2)
+    hurried: list[int] = []
+    d.recorder.hurry = lambda: hurried.append(d.capacity.total)  # type: ignore[method-assign]
+    fresh = asyncio.get_running_loop().time() + d.lease_seconds
+    for _ in range(2):
+        assert d.capacity.admit("whk_a") is not None  # two slots
+    await asyncio.gather(d._run_slot(attempt(0, fresh)), d._run_slot(attempt(1, fresh)))
+    assert ran == ["dlv_0", "dlv_1"]
+    assert hurried == [0]  # only once nothing was in flight any more

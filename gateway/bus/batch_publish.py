@@ -15,6 +15,7 @@ one with `Publisher.publish`.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -22,7 +23,7 @@ from functools import partial
 import aiormq
 from aiormq import spec
 from aiormq.abc import ChannelFrame
-from pamqp.body import ContentBody
+from pamqp.frame import marshal
 from pamqp.header import ContentHeader
 
 from gateway.bus.publisher import Publisher, PublishFailed, UnroutableError
@@ -68,6 +69,13 @@ async def publish_many(
     return [_outcome(f, exchange, m.routing_key) for f, m in zip(futures, messages, strict=True)]
 
 
+@functools.lru_cache(maxsize=256)
+def _publish_frame(channel_number: int, exchange: str, routing_key: str) -> bytes:
+    """The marshalled Basic.Publish frame: the same bytes for every message of a routing key."""
+    return marshal(spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=True),
+                   channel_number)
+
+
 def _forget(channel: aiormq.Channel, message_id: str, tag: int, _: object) -> None:
     # As basic_publish does: the Message-ID → tag entry (for returns) lives until the confirm.
     if channel.message_id_delivery_tag.get(message_id) == tag:
@@ -82,7 +90,8 @@ async def _write(
     async with channel.lock:
         first = channel.delivery_tag
         futures: list[asyncio.Future[object]] = []
-        frames: list[spec.Basic.Publish | ContentHeader | ContentBody] = []
+        frames: list[bytes] = []
+        number = channel.number
         try:
             for m in messages:
                 channel.delivery_tag += 1
@@ -92,13 +101,12 @@ async def _write(
                 channel.message_id_delivery_tag[m.message_id] = tag
                 future.add_done_callback(partial(_forget, channel, m.message_id, tag))
                 futures.append(future)
-                frames.append(spec.Basic.Publish(exchange=exchange, routing_key=m.routing_key,
-                                                 mandatory=True))
-                frames.append(ContentHeader(properties=properties(m.message_id),
-                                            body_size=len(m.body)))
-                frames.extend(channel._split_body(m.body))
-            payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
-            channel.write_queue.put_nowait(payload)
+                frames.append(_publish_frame(number, exchange, m.routing_key))
+                frames.append(marshal(ContentHeader(properties=properties(m.message_id),
+                                                    body_size=len(m.body)), number))
+                frames.extend(marshal(part, number) for part in channel._split_body(m.body))
+            # What ChannelFrame.marshall writes for these frames, without its per-frame checks.
+            channel.write_queue.put_nowait(ChannelFrame(payload=b"".join(frames), should_close=False))
         except BaseException:
             # Nothing was written: give the delivery tags back, as basic_publish does.
             for tag in range(first + 1, channel.delivery_tag + 1):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -134,11 +134,26 @@ def _addresses(raw_values: list[str] | None, shortcut: bool = True) -> list[tupl
     return out
 
 
-def _date(raw: str | None) -> datetime | None:
+# The Date form mailers write (RFC 5322 3.3 without obsolete syntax): read by one regular
+# expression, with the result `parsedate_to_datetime` gives for it; anything else goes to it.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_PLAIN_DATE = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?(\d{1,2}) (" + "|".join(_MONTHS) + r") ([1-9]\d{3})"
+    r" (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
+
+
+def _date(raw: str | None, shortcut: bool = True) -> datetime | None:
     if not raw:
         return None
+    value = _WHITESPACE.sub(" ", raw).strip()
+    plain = _PLAIN_DATE.fullmatch(value) if shortcut else None
     try:
-        parsed = parsedate_to_datetime(_WHITESPACE.sub(" ", raw).strip())
+        if plain is not None:
+            day, month, year, hour, minute, second, sign, tzh, tzm = plain.groups()
+            offset = (int(tzh) * 3600 + int(tzm) * 60) * (-1 if sign == "-" else 1)
+            return datetime(int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute),
+                            int(second), tzinfo=timezone(timedelta(seconds=offset)))
+        parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # "-0000": UTC, zone unknown
@@ -423,7 +438,7 @@ def _parse(raw: bytes, msg: EmailMessage, shortcut: bool) -> ParsedMail:
         cc=[addr for _, addr in _addresses(headers.get("cc"), shortcut)],
         reply_to=[addr for _, addr in _addresses(headers.get("reply-to"), shortcut)],
         subject=(decoded.get("subject") or [""])[0],
-        date=_date(_first(headers, "date")),
+        date=_date(_first(headers, "date"), shortcut),
         text=text.strip(),
         html=html,
         attachments=body.attachments,

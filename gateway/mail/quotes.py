@@ -97,6 +97,6 @@ def strip_quoted(text: str) -> str:
     lines = _drop_trailing_quote(lines[: _cut_index(normalized, lines)])
     signature = next(_matching_lines(_SIGNATURE_LINE, normalized), len(lines))
     lines = lines[:signature]
-    result = "\n".join(line.rstrip() for line in lines).strip()
+    result = "\n".join(map(str.rstrip, lines)).strip()
     # A misfiring heuristic must not swallow a whole reply; too much text beats none.
     return result or normalized.strip()

@@ -16,6 +16,7 @@ from gateway.mail.parse import (
     ParsedMail,
     UnparseableMail,
     _addresses,
+    _date,
     _simple_addresses,
     _simple_text,
     message_from_raw,
@@ -135,3 +136,30 @@ def test_the_same_message_object_serves_both_policies() -> None:
     msg = message_from_raw(raw, policy.default)
     assert isinstance(msg, EmailMessage)
     assert parse_inbound(raw, msg).text == parse_inbound(raw, msg, shortcut=False).text == "caf\u00e9"
+
+
+_DATE_PARTS = st.tuples(
+    st.sampled_from(["", "Mon, ", "Sun, ", "mon, ", "Xyz, ", "Tue,"]),
+    st.sampled_from(["1", "09", "31", "30", "0", "123"]),
+    st.sampled_from(["Jan", "Feb", "Dec", "jan", "Foo"]),
+    st.sampled_from(["2026", "1999", "0050", "50", "99999"]),
+    st.sampled_from(["10:00:00", "23:59:59", "24:00:00", "00:00:60", "7:5:3", "10:00"]),
+    st.sampled_from(["+0000", "-0000", "-0500", "+0530", "+0099", "+9999", "GMT", "EST", ""]),
+    st.sampled_from([" ", "  ", "\t", "\r\n "]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_DATE_PARTS)
+def test_date_shortcut_matches_parsedate(parts: tuple[str, ...]) -> None:
+    day_name, day, month, year, clock, zone, gap = parts
+    value = f"{day_name}{day}{gap}{month} {year} {clock}{gap}{zone}"
+    fast, slow = _date(value), _date(value, shortcut=False)
+    assert fast == slow
+    assert (fast.utcoffset() if fast else None) == (slow.utcoffset() if slow else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_date_shortcut_on_arbitrary_text(value: str) -> None:
+    assert _date(value) == _date(value, shortcut=False)

@@ -43,8 +43,8 @@ PREFETCH = 4096
 BATCH = 512  # events per intake transaction
 WORKERS = 1  # intake transactions in flight
 # With fewer events waiting, an intake worker waits up to LINGER seconds for FULL_BATCH of
-# them: an intake batch costs two statements (~100 µs of CPU each whatever their size), ~40
-# events per batch without it, ~128 with it; acks and first POSTs come at most that late.
+# them: an intake batch costs two statements (~110 µs of CPU each whatever their size; bench:
+# 41 events per batch without it, 100 with it); acks and first POSTs come at most that late.
 FULL_BATCH = 128
 LINGER = 0.005
 ROLE = "dispatcher"

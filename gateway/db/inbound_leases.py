@@ -26,15 +26,20 @@ async def get_cursor(conn: asyncpg.Connection | asyncpg.Pool, mailbox_id: str, f
     return Cursor(row["uidvalidity"], row["last_uid"]) if row else None
 
 
+def cursor_upsert(first: int) -> str:
+    """SQL that moves a folder's cursor, its parameters (mailbox_id, folder, uidvalidity,
+    last_uid) numbered from `first` (a batch also runs it as part of its last statement)."""
+    a, b, c, d = (f"${first + i}" for i in range(4))
+    return (f"INSERT INTO imap_cursors (mailbox_id, folder, uidvalidity, last_uid)"
+            f" VALUES ({a}, {b}, {c}, {d})"
+            " ON CONFLICT (mailbox_id, folder) DO UPDATE SET uidvalidity = EXCLUDED.uidvalidity,"
+            "  last_uid = EXCLUDED.last_uid, updated_at = now()")
+
+
 async def set_cursor(
     conn: asyncpg.Connection | asyncpg.Pool, mailbox_id: str, folder: str, uidvalidity: int, last_uid: int
 ) -> None:
-    await conn.execute(
-        "INSERT INTO imap_cursors (mailbox_id, folder, uidvalidity, last_uid) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (mailbox_id, folder) DO UPDATE SET uidvalidity = EXCLUDED.uidvalidity,"
-        "  last_uid = EXCLUDED.last_uid, updated_at = now()",
-        mailbox_id, folder, uidvalidity, last_uid,
-    )
+    await conn.execute(cursor_upsert(1), mailbox_id, folder, uidvalidity, last_uid)
 
 
 # --- mailboxes and leases -----------------------------------------------------------------

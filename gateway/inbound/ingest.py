@@ -211,12 +211,14 @@ class Ingestor:
                 conn, mailbox.id, self.lease_owner
             ):
                 raise LeaseLost(mailbox.id)
-            if items:
-                staged = await self._persist(conn, mailbox, folder, uidvalidity,
+            cursor = writes.CursorMove(mailbox.id, folder, uidvalidity, through_uid)
+            if items:  # the batch's last statement also moves the cursor
+                staged = await self._persist(conn, mailbox, cursor,
                                              list(zip(items, classified, strict=True)), result)
+            else:
+                await leasedb.set_cursor(conn, mailbox.id, folder, uidvalidity, through_uid)
             if self.fault:
                 self.fault("persisted")
-            await leasedb.set_cursor(conn, mailbox.id, folder, uidvalidity, through_uid)
         if self.fault:
             self.fault("committed")
         return result, staged
@@ -245,12 +247,12 @@ class Ingestor:
         self,
         conn: asyncpg.Connection,
         mailbox: MailboxRef,
-        folder: str,
-        uidvalidity: int,
+        cursor: writes.CursorMove,
         batch: list[tuple[Fetched, Classified]],
         result: BatchResult,
     ) -> list[Staged]:
-        """Every message's outcome and rows; returns the staged (outbox id, event, body)."""
+        """Every message's outcome and rows, and the cursor moved; returns the staged
+        (outbox id, event, body)."""
         mails = [c for _, c in batch if c.kind == "mail" and c.parsed is not None]
         refs: set[str] = set()
         for c in mails:  # every mail's references: a superset of what threading looks up
@@ -271,15 +273,18 @@ class Ingestor:
         for p in plans:
             if p.claim is not None and p.claim[0] not in claimed and p.outcome != "own":
                 p.outcome, p.quarantine, p.reply = "duplicate", None, None  # lost a race: no writes
-        await writes.quarantine_many(conn, mailbox_id=mailbox.id, folder=folder, uidvalidity=uidvalidity,
-                                 rows=[p.quarantine for p in plans if p.quarantine is not None])
+        await writes.quarantine_many(conn, mailbox_id=mailbox.id, folder=cursor.folder,
+                                     uidvalidity=cursor.uidvalidity,
+                                     rows=[p.quarantine for p in plans if p.quarantine is not None])
         replies = [p for p in plans if p.reply is not None]
         inserted = await writes.insert_replies(conn, [p.reply.row for p in replies if p.reply is not None])
-        await self._reply_rows(conn, mailbox, mailbox_email, [p for p in replies if p.reply is not None
-                                                               and p.reply.msg_id in inserted])
+        touched = await self._reply_rows(conn, mailbox, mailbox_email, [
+            p for p in replies if p.reply is not None and p.reply.msg_id in inserted])
         evs = [e for p in plans for e in p.events]
         bodies = [orjson.dumps(e) for e in evs]
-        oids = await writes.stage_events(conn, EVENTS, mailbox.workspace_id, evs, bodies)
+        oids = await writes.finish_batch(conn, touched=touched, exchange=EVENTS,
+                                         workspace_id=mailbox.workspace_id, events=evs, bodies=bodies,
+                                         cursor=cursor)
         for p in plans:
             result.count(p.outcome)
         result.outbox_ids.extend(oids)
@@ -373,8 +378,9 @@ class Ingestor:
 
     async def _reply_rows(
         self, conn: asyncpg.Connection, mailbox: MailboxRef, mailbox_email: str | None, plans: list[_Plan]
-    ) -> None:
-        """Attachments, conversation counters and `reply.received` of the inserted replies."""
+    ) -> dict[str, tuple[int, datetime]]:
+        """Attachments and `reply.received` of the inserted replies; returns the conversation
+        counters to apply (id → (unread increment, latest activity))."""
         with_files = sorted({p.reply.conv.id for p in plans if p.reply is not None and p.c.parsed is not None
                              and p.c.parsed.attachments})
         counts = await lookups.attachment_counts(conn, with_files)
@@ -425,7 +431,7 @@ class Ingestor:
         # Files are written before the commit: a crash leaves an orphan file, never a row without one.
         await asyncio.gather(*(self.storage.put(key, part.data) for key, part in files))
         await writes.insert_attachments(conn, mailbox.workspace_id, rows)
-        await writes.touch_conversations(conn, touched)
+        return touched
 
     async def _bounce(
         self,

@@ -14,6 +14,7 @@ from gateway import cli_ops
 from gateway.config import Settings, SettingsError, load_settings
 from gateway.db.migrate import migrate
 from gateway.logging import configure, get_logger
+from gateway.runtime import tune_gc
 
 log = get_logger(__name__)
 
@@ -37,6 +38,7 @@ async def run_all(settings: Settings, roles: list[str], with_api: bool) -> None:
 
     stop = asyncio.Event()
     await migrate(settings.database_url)
+    tune_gc()
     tasks = []
     if roles:
         tasks.append(asyncio.create_task(run_roles(settings, roles, stop)))

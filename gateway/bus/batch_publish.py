@@ -18,7 +18,7 @@ import asyncio
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from typing import Any, cast
 
 import aiormq
 from aiormq import spec
@@ -60,13 +60,82 @@ async def publish_many(
             return_exceptions=True,
         )
     try:
-        futures = await _write(channel, publisher.topology.name(exchange), messages)
-    except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+        batch = await _write(channel, publisher.topology.name(exchange), messages)
+    except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError,
+            ConnectionError) as exc:  # e.g. the channel closed and is not back yet
         return [PublishFailed(str(exc) or type(exc).__name__) for _ in messages]
-    _, pending = await asyncio.wait(futures, timeout=publisher.timeout)
-    for future in pending:
-        future.cancel()  # the broker's late answer is then ignored, as after a publish timeout
-    return [_outcome(f, exchange, m.routing_key) for f, m in zip(futures, messages, strict=True)]
+    # asyncio.wait never raises the batch future's error into this task (aiormq rejects it
+    # when the channel closes); unanswered messages fail, late answers are ignored.
+    await asyncio.wait({batch.finished}, timeout=publisher.timeout)
+    finished = batch.finished
+    if finished.done():
+        error = PublishFailed("publish cancelled") if finished.cancelled() else finished.exception()
+        batch.close(error)
+    batch.close(None)
+    return [_outcome(o, exchange, m.routing_key) for o, m in zip(batch.outcomes, messages, strict=True)]
+
+
+_PENDING = object()
+
+
+class _Batch:
+    """The confirms of one written batch.
+
+    aiormq keeps a confirmation future per delivery tag and resolves it from the broker's
+    acks, nacks and returns. Here each tag gets a `_Confirm` instead, which only records the
+    outcome in the batch; one future per batch (aiormq's, so a closing channel rejects it)
+    tells the publisher the batch is settled. That saves a future, its callbacks and their loop
+    turns per message."""
+
+    def __init__(self, channel: aiormq.Channel, size: int) -> None:
+        self.channel = channel
+        self.outcomes: list[object] = [_PENDING] * size
+        self.left = size
+        self.closed = False
+        self.tags: list[tuple[str, int]] = []  # (Message-ID, delivery tag), for returns
+        self.finished: asyncio.Future[None] = channel.create_future()
+
+    def settle(self, index: int, outcome: object) -> None:
+        if self.closed or self.outcomes[index] is not _PENDING:
+            return
+        self.outcomes[index] = outcome
+        self.left -= 1
+        if not self.left and not self.finished.done():
+            self.finished.set_result(None)
+
+    def close(self, error: BaseException | None) -> None:
+        """No outcome changes from here on; what is still pending fails with `error`."""
+        if self.closed:
+            return
+        self.closed = True
+        failure = error or PublishFailed("the broker did not confirm the message in time")
+        self.outcomes = [failure if o is _PENDING else o for o in self.outcomes]
+        for message_id, tag in self.tags:  # as basic_publish does once a message is answered
+            if self.channel.message_id_delivery_tag.get(message_id) == tag:
+                self.channel.message_id_delivery_tag.pop(message_id)
+        if not self.finished.done():
+            self.finished.cancel()
+
+
+class _Confirm:
+    """What aiormq's channel sees for one delivery tag: the part of a future it uses."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self.batch, self.index = batch, index
+
+    def done(self) -> bool:
+        return self.batch.closed or self.batch.outcomes[self.index] is not _PENDING
+
+    def cancelled(self) -> bool:  # a late answer after a timeout is logged at debug level
+        return self.batch.closed
+
+    def set_result(self, result: object) -> None:
+        self.batch.settle(self.index, result)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.batch.settle(self.index, exc)
 
 
 @functools.lru_cache(maxsize=256)
@@ -76,31 +145,22 @@ def _publish_frame(channel_number: int, exchange: str, routing_key: str) -> byte
                    channel_number)
 
 
-def _forget(channel: aiormq.Channel, message_id: str, tag: int, _: object) -> None:
-    # As basic_publish does: the Message-ID → tag entry (for returns) lives until the confirm.
-    if channel.message_id_delivery_tag.get(message_id) == tag:
-        channel.message_id_delivery_tag.pop(message_id)
-
-
-async def _write(
-    channel: aiormq.Channel, exchange: str, messages: Sequence[Outgoing]
-) -> list[asyncio.Future[object]]:
+async def _write(channel: aiormq.Channel, exchange: str, messages: Sequence[Outgoing]) -> _Batch:
     """Register and write every message under the channel lock (delivery tags follow the
-    order of the frames on the wire); returns the confirmation futures in message order."""
+    order of the frames on the wire)."""
     async with channel.lock:
         first = channel.delivery_tag
-        futures: list[asyncio.Future[object]] = []
+        batch = _Batch(channel, len(messages))
         frames: list[bytes] = []
         number = channel.number
+        confirmations = cast(dict[int, Any], channel.confirmations)
         try:
-            for m in messages:
+            for index, m in enumerate(messages):
                 channel.delivery_tag += 1
                 tag = channel.delivery_tag
-                future: asyncio.Future[object] = channel.create_future()
-                channel.confirmations[tag] = future
+                confirmations[tag] = _Confirm(batch, index)
                 channel.message_id_delivery_tag[m.message_id] = tag
-                future.add_done_callback(partial(_forget, channel, m.message_id, tag))
-                futures.append(future)
+                batch.tags.append((m.message_id, tag))
                 frames.append(_publish_frame(number, exchange, m.routing_key))
                 frames.append(marshal(ContentHeader(properties=properties(m.message_id),
                                                     body_size=len(m.body)), number))
@@ -112,20 +172,18 @@ async def _write(
             for tag in range(first + 1, channel.delivery_tag + 1):
                 channel.confirmations.pop(tag, None)
             channel.delivery_tag = first
-            for future in futures:
-                future.cancel()
+            batch.close(None)
             raise
-    return futures
+    return batch
 
 
-def _outcome(future: asyncio.Future[object], exchange: str, routing_key: str) -> BaseException | None:
-    if future.cancelled():
-        return PublishFailed("the broker did not confirm the message in time")
-    exc = future.exception()
-    if isinstance(exc, aiormq.exceptions.PublishError):  # returned: mandatory and unroutable
+def _outcome(outcome: object, exchange: str, routing_key: str) -> BaseException | None:
+    if isinstance(outcome, PublishFailed):
+        return outcome
+    if isinstance(outcome, aiormq.exceptions.PublishError):  # returned: mandatory and unroutable
         return UnroutableError(f"unroutable: {exchange}/{routing_key}")
-    if exc is not None:
-        return PublishFailed(str(exc) or type(exc).__name__)
-    if not isinstance(future.result(), spec.Basic.Ack):
-        return PublishFailed(f"broker answered {type(future.result()).__name__}")
+    if isinstance(outcome, BaseException):
+        return PublishFailed(str(outcome) or type(outcome).__name__)
+    if not isinstance(outcome, spec.Basic.Ack):
+        return PublishFailed(f"broker answered {type(outcome).__name__}")
     return None

@@ -10,8 +10,9 @@ import aiormq
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from gateway.bus.batch_publish import Outgoing, publish_many
 from gateway.bus.consumer import consume
-from gateway.bus.publisher import Publisher, UnroutableError
+from gateway.bus.publisher import Publisher, PublishFailed, UnroutableError
 from gateway.bus.topology import DEAD, DELIVER_KEY, DELIVERY, Topology, connect
 from gateway.config import Settings
 from gateway.errors import PermanentError
@@ -96,3 +97,30 @@ async def test_permanent_error_parks_in_dead_with_reason(
     assert message.headers["x-mailgw-reason"] == "cannot ever deliver this"
     assert message.headers["x-mailgw-queue"] == DELIVERY
     assert isinstance(message, aio_pika.abc.AbstractIncomingMessage)
+
+
+async def test_publish_many_reports_each_message(publisher: Publisher) -> None:
+    outcomes = await publish_many(publisher, DELIVERY, [
+        Outgoing(DELIVER_KEY, b"{}", "batch-1"),
+        Outgoing("no-such-key", b"{}", "batch-2"),  # mandatory: returned by the broker
+        Outgoing(DELIVER_KEY, b"{}", "batch-3"),
+    ])
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], UnroutableError)
+    # Nothing of the batch is left registered on the channel once it is answered.
+    channel = await publisher.channel.get_underlay_channel()
+    assert not {"batch-1", "batch-2", "batch-3"} & set(channel.message_id_delivery_tag)
+
+
+async def test_publish_many_fails_every_message_when_the_channel_closes(publisher: Publisher) -> None:
+    # A missing exchange makes the broker close the channel: nothing is confirmed.
+    outcomes = await publish_many(publisher, "no-such-exchange", [
+        Outgoing(DELIVER_KEY, b"{}", "gone-1"), Outgoing(DELIVER_KEY, b"{}", "gone-2")])
+    assert all(isinstance(o, PublishFailed) for o in outcomes)
+    # The robust channel comes back and the next batch goes through.
+    for _ in range(100):
+        if (await publish_many(publisher, DELIVERY, [Outgoing(DELIVER_KEY, b"{}", "after")]))[0] is None:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("publishing never recovered after the channel closed")

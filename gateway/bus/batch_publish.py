@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -138,6 +139,29 @@ class _Confirm:
         self.batch.settle(self.index, exc)
 
 
+# A content header frame for `properties(message_id)` (what pamqp marshals, pinned by
+# tests/unit/bus/test_batch_publish.py): class Basic, weight 0, the body size, the flags of the
+# properties that are set (content type, headers, delivery mode, priority, message id), then
+# those properties in order. pamqp's generic encoder checks every property's type and cost
+# ~8 µs per message; the frame is built directly for ASCII Message-IDs (ours always are).
+_FRAME_HEADER = struct.Struct(">BHI")  # frame type 2, channel, payload size
+_HEADER_START = struct.Struct(">HHQH")  # class id 60, weight, body size, property flags
+_PROPERTY_FLAGS = 0xB880
+_FIXED_PROPERTIES = (bytes((len(CONTENT_TYPE),)) + CONTENT_TYPE.encode()  # content type
+                     + b"\x00\x00\x00\x00"  # headers: an empty table
+                     + bytes((PERSISTENT, 0)))  # delivery mode, priority
+
+
+def header_frame(channel_number: int, message_id: str, body_size: int) -> bytes:
+    """The marshalled content header of a message published by `publish_many`."""
+    if not message_id or not message_id.isascii() or len(message_id) > 255:
+        return marshal(ContentHeader(properties=properties(message_id), body_size=body_size),
+                       channel_number)
+    payload = b"".join((_HEADER_START.pack(60, 0, body_size, _PROPERTY_FLAGS), _FIXED_PROPERTIES,
+                        bytes((len(message_id),)), message_id.encode("ascii")))
+    return b"".join((_FRAME_HEADER.pack(2, channel_number, len(payload)), payload, b"\xce"))
+
+
 @functools.lru_cache(maxsize=256)
 def _publish_frame(channel_number: int, exchange: str, routing_key: str) -> bytes:
     """The marshalled Basic.Publish frame: the same bytes for every message of a routing key."""
@@ -162,8 +186,7 @@ async def _write(channel: aiormq.Channel, exchange: str, messages: Sequence[Outg
                 channel.message_id_delivery_tag[m.message_id] = tag
                 batch.tags.append((m.message_id, tag))
                 frames.append(_publish_frame(number, exchange, m.routing_key))
-                frames.append(marshal(ContentHeader(properties=properties(m.message_id),
-                                                    body_size=len(m.body)), number))
+                frames.append(header_frame(number, m.message_id, len(m.body)))
                 frames.extend(marshal(part, number) for part in channel._split_body(m.body))
             # What ChannelFrame.marshall writes for these frames, without its per-frame checks.
             channel.write_queue.put_nowait(ChannelFrame(payload=b"".join(frames), should_close=False))

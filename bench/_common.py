@@ -15,6 +15,7 @@ import aio_pika
 from consumers.runner import Context, close_context, open_context
 from gateway.bus.topology import Topology
 from gateway.config import Settings
+from gateway.runtime import tune_gc
 from tests.support.services import (
     AMQP_URL,
     create_test_database,
@@ -39,6 +40,7 @@ async def throwaway_context(**settings: Any) -> AsyncIterator[Context]:
 
     configure("json", "warning")
     ctx = await open_context(config, "bench")
+    tune_gc()  # as every mailgw process does once started (gateway.runtime)
     try:
         yield ctx
     finally:

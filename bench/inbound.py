@@ -100,7 +100,7 @@ async def main(n: int, runs: int) -> int:
                         amqp_prefix=f"bench{secrets.token_hex(3)}.", data_dir=tmp,
                         secret_key="bench-secret-key", log_format="json", log_level="warning")
     ctx = await open_context(settings, "bench-inbound")
-    tune_gc()  # as `mailgw worker poller` does after its startup; both phases run with it
+    tune_gc()  # as `mailgw worker poller` does once started; both phases run with it
     client = await imap_login(USER)
     try:
         await client.create(folder)

@@ -2,12 +2,13 @@
 
 Per message: classify (pure) → claim (mailbox, Message-ID) in `inbound_seen` → thread →
 persist reply / record bounce / quarantine. The batch does this with a handful of statements
-for all its messages: one look-up of the Message-IDs already handled, one for copies of our own
-mail, one for the threading candidates (by Message-ID, then by lead address), decided in memory
-in the batch's order (a message may thread onto one earlier in the same batch), then one
-multi-row statement each for the claims, quarantined mail, replies, attachments, conversation
-counters and events with their outbox rows. Then the folder cursor moves to the batch's last
-UID, the transaction commits, and the staged outbox rows are published in one write. A crash
+for all its messages: one look-up of the Message-IDs already handled, copies of our own mail and
+the threading candidates by Message-ID (then, for mail none matches, one by lead address),
+decided in memory in the batch's order (a message may thread onto one earlier in the same
+batch), then one multi-row statement each for the claims, quarantined mail, replies and
+attachments, and a last one for the conversation counters, the events with their outbox rows
+and the folder cursor (moved to the batch's last UID). Then the transaction commits, and the
+staged outbox rows are published in one write. A crash
 anywhere before the commit loses the whole batch (fetched again); after it, the scheduler
 relays any unpublished outbox row. Nothing is handled twice: `inbound_seen` is the
 exactly-once key.

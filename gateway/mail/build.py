@@ -47,6 +47,9 @@ CRLF = "\r\n"
 # RFC 5322 dot-atom (ASCII): needs no quoting as a local part and is a valid domain.
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 _ADDRESS_HEADERS = frozenset({"from", "to", "cc", "sender", "reply-to"})
+_ATOM_TEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# A bare dot-atom@dot-atom address: what parseaddr returns as is, with no display name.
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM_TEXT}(?:\.{_ATOM_TEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))  # as email.generator
 
 
@@ -132,8 +135,16 @@ def _ascii_domain(domain: str) -> str:
     return domain if domain.isascii() else domain.encode("idna").decode("ascii")
 
 
+def parse_address(raw: str) -> tuple[str, str]:
+    """`email.utils.parseaddr(raw)`; a bare address (the usual recipient) skips its parser,
+    which was ~12 µs per address of a delivery's rendering."""
+    if _PLAIN_ADDRESS.fullmatch(raw):
+        return "", raw
+    return parseaddr(raw)
+
+
 def _address(raw: str, display_name: str | None = None) -> Address:
-    name, addr = parseaddr(raw)
+    name, addr = parse_address(raw)
     local, at, domain = addr.rpartition("@")
     if not at or not local or not domain:
         raise ValueError(f"invalid address: {raw!r}")
@@ -318,7 +329,7 @@ def envelope_recipients(spec: OutgoingMessage) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
     for raw in [*spec.to, *spec.cc, *spec.bcc]:
-        addr = parseaddr(raw)[1] or raw.strip()
+        addr = parse_address(raw)[1] or raw.strip()
         local, at, domain = addr.rpartition("@")
         if at and not domain.isascii():
             try:

@@ -6,8 +6,11 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from email.utils import parseaddr
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.mail.build import (
     FORBIDDEN_HEADERS,
@@ -15,6 +18,7 @@ from gateway.mail.build import (
     OutgoingMessage,
     build_message,
     envelope_recipients,
+    parse_address,
     serialize,
     validate_custom_headers,
 )
@@ -244,3 +248,20 @@ def test_validate_custom_headers() -> None:
     }
     assert re.search("CR or LF", problems["headers.X-Inject"])
     assert validate_custom_headers({"X-Max": "a" * 998}) == []
+
+
+_ATOM = st.text("abcXYZ019!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=6)
+_LABEL = st.text("abcXYZ019-", min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ATOM, min_size=1, max_size=3), st.lists(_LABEL, min_size=1, max_size=3))
+def test_plain_addresses_parse_as_parseaddr_does(local: list[str], domain: list[str]) -> None:
+    raw = f"{'.'.join(local)}@{'.'.join(domain)}"
+    assert parse_address(raw) == parseaddr(raw) == ("", raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40) | st.from_regex(r"[a-z.\"<> @-]{0,20}", fullmatch=True))
+def test_any_address_parses_as_parseaddr_does(raw: str) -> None:
+    assert parse_address(raw) == parseaddr(raw)

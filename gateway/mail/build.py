@@ -14,6 +14,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime, parseaddr
 
+from gateway.mail import syntax
 from gateway.mail.text import derive_parts
 from gateway.mail.threading import normalize_msgid
 
@@ -45,11 +46,10 @@ MAX_HEADER_VALUE = 998
 _FOLD_WIDTH = 78
 CRLF = "\r\n"
 # RFC 5322 dot-atom (ASCII): needs no quoting as a local part and is a valid domain.
-_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+_DOT_ATOM = re.compile(rf"^{syntax.DOT_ATOM}\Z")
 _ADDRESS_HEADERS = frozenset({"from", "to", "cc", "sender", "reply-to"})
-_ATOM_TEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-# A bare dot-atom@dot-atom address: what parseaddr returns as is, with no display name.
-_PLAIN_ADDRESS = re.compile(rf"{_ATOM_TEXT}(?:\.{_ATOM_TEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# A bare address: what parseaddr returns as is, with no display name.
+_PLAIN_ADDRESS = re.compile(syntax.PLAIN_ADDR_SPEC)
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))  # as email.generator
 
 

@@ -13,6 +13,7 @@ from email.policy import Policy
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import TypeVar
 
+from gateway.mail import syntax
 from gateway.mail.decode import (
     MAX_HEADER_VALUE,
     decode_bytes,
@@ -41,8 +42,7 @@ _SIMPLE_TEXT_TYPE = re.compile(
     re.IGNORECASE)
 _SIMPLE_PARAM = re.compile(
     rf';{_WS}([A-Za-z0-9-]+){_WS}={_WS}(?:([A-Za-z0-9_.:+/-]+)|"([A-Za-z0-9_.:+/ -]*)")')
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_ADDR_SPEC = syntax.PLAIN_ADDR_SPEC
 _SIMPLE_MAILBOX = re.compile(
     rf"{_WS}(?:({_ADDR_SPEC})|((?:[A-Za-z0-9]+ )*[A-Za-z0-9]+)?{_WS}<({_ADDR_SPEC})>){_WS}")
 

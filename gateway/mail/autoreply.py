@@ -66,17 +66,14 @@ def _normalize_headers(
     headers: Mapping[str, list[str]] | Mapping[str, str] | Message,
 ) -> dict[str, list[str]]:
     """The headers `has_auto_headers` reads, by lower-cased name, whitespace runs collapsed."""
-    out: dict[str, list[str]] = {}
+    items: list[tuple[str, object]]
     if isinstance(headers, Message):
         # raw_items avoids the structured header parser, which can choke on junk values.
-        items: list[tuple[str, object]] = [(str(k), v) for k, v in headers.raw_items()]
+        items = [(str(k), v) for k, v in headers.raw_items()]
     else:
-        items = []
-        for key, value in headers.items():
-            if key.strip().lower() not in _AUTO_HEADERS:
-                continue
-            values = [value] if isinstance(value, str) else list(value)
-            items.extend((key, v) for v in values)
+        items = [(k, v) for k, values in headers.items()
+                 for v in ([values] if isinstance(values, str) else values)]
+    out: dict[str, list[str]] = {}
     for key, raw in items:
         name = key.strip().lower()
         if name in _AUTO_HEADERS:

@@ -6,8 +6,8 @@ writes the message's three frames and waits for the connection's writer to drain
 the next message may start — about 0.16 ms of CPU per message. A batch's events are known all
 at once, so `publish_many` sends the same messages (same properties, same confirm-mode
 channel, mandatory) as one frame sequence under the channel lock, registering each one as
-aiormq's own `basic_publish` does (delivery tag, confirmation future, Message-ID for returns),
-then awaits the confirms together. That uses aiormq channel internals (the minor version is
+aiormq's own `basic_publish` does (delivery tag, an entry for its confirm, Message-ID for
+returns), then awaits the batch's confirms together. That uses aiormq channel internals (the minor version is
 pinned in pyproject.toml), so it checks the channel is aiormq's and otherwise publishes one by
 one with `Publisher.publish`.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -24,9 +23,11 @@ from typing import Any, cast
 import aiormq
 from aiormq import spec
 from aiormq.abc import ChannelFrame
+from pamqp import constants
 from pamqp.frame import marshal
 from pamqp.header import ContentHeader
 
+from gateway.bus.frames import CONTENT_HEADER, FRAME_HEADER
 from gateway.bus.publisher import Publisher, PublishFailed, UnroutableError
 
 CONTENT_TYPE = "application/json"
@@ -68,11 +69,10 @@ async def publish_many(
     # asyncio.wait never raises the batch future's error into this task (aiormq rejects it
     # when the channel closes); unanswered messages fail, late answers are ignored.
     await asyncio.wait({batch.finished}, timeout=publisher.timeout)
-    finished = batch.finished
+    finished, error = batch.finished, None
     if finished.done():
         error = PublishFailed("publish cancelled") if finished.cancelled() else finished.exception()
-        batch.close(error)
-    batch.close(None)
+    batch.close(error)  # None: what is still unanswered timed out
     return [_outcome(o, exchange, m.routing_key) for o, m in zip(batch.outcomes, messages, strict=True)]
 
 
@@ -144,9 +144,8 @@ class _Confirm:
 # properties that are set (content type, headers, delivery mode, priority, message id), then
 # those properties in order. pamqp's generic encoder checks every property's type and cost
 # ~8 µs per message; the frame is built directly for ASCII Message-IDs (ours always are).
-_FRAME_HEADER = struct.Struct(">BHI")  # frame type 2, channel, payload size
-_HEADER_START = struct.Struct(">HHQH")  # class id 60, weight, body size, property flags
 _PROPERTY_FLAGS = 0xB880
+_FRAME_END = bytes((constants.FRAME_END,))
 _FIXED_PROPERTIES = (bytes((len(CONTENT_TYPE),)) + CONTENT_TYPE.encode()  # content type
                      + b"\x00\x00\x00\x00"  # headers: an empty table
                      + bytes((PERSISTENT, 0)))  # delivery mode, priority
@@ -157,9 +156,10 @@ def header_frame(channel_number: int, message_id: str, body_size: int) -> bytes:
     if not message_id or not message_id.isascii() or len(message_id) > 255:
         return marshal(ContentHeader(properties=properties(message_id), body_size=body_size),
                        channel_number)
-    payload = b"".join((_HEADER_START.pack(60, 0, body_size, _PROPERTY_FLAGS), _FIXED_PROPERTIES,
-                        bytes((len(message_id),)), message_id.encode("ascii")))
-    return b"".join((_FRAME_HEADER.pack(2, channel_number, len(payload)), payload, b"\xce"))
+    start = CONTENT_HEADER.pack(spec.Basic.frame_id, 0, body_size, _PROPERTY_FLAGS)  # weight 0
+    payload = b"".join((start, _FIXED_PROPERTIES, bytes((len(message_id),)), message_id.encode("ascii")))
+    head = FRAME_HEADER.pack(constants.FRAME_HEADER, channel_number, len(payload))
+    return b"".join((head, payload, _FRAME_END))
 
 
 @functools.lru_cache(maxsize=256)

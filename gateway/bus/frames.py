@@ -30,11 +30,11 @@ from pamqp.header import ContentHeader
 ReceivedFrame = tuple[int, int, FrameTypes]
 
 CHUNK = 256 * 1024  # at most this much is taken from the stream per read
-_HEADER = struct.Struct(">BHI")  # frame type, channel, payload size
-_HEADER_SIZE = _HEADER.size  # 7
+FRAME_HEADER = struct.Struct(">BHI")  # frame type, channel, payload size
+_HEADER_SIZE = FRAME_HEADER.size  # 7
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")  # pamqp decodes longlong as signed
-_CONTENT = struct.Struct(">HHQH")  # class id, weight, body size, first property flags
+CONTENT_HEADER = struct.Struct(">HHQH")  # class id, weight, body size, first property flags
 _DELIVER = spec.Basic.Deliver.index
 _FRAME_END = constants.FRAME_END
 
@@ -73,11 +73,11 @@ def _deliver(data: bytes, pos: int, end: int) -> spec.Basic.Deliver:
 
 
 def _content_header(payload: bytes) -> ContentHeader:
-    class_id, weight, body_size, flags = _CONTENT.unpack_from(payload, 0)
+    class_id, weight, body_size, flags = CONTENT_HEADER.unpack_from(payload, 0)
     if flags & 1:  # a second flag word: no Basic property needs one, let pamqp judge it
         raise _Fallback
     props = spec.Basic.Properties()
-    pos = _CONTENT.size
+    pos = CONTENT_HEADER.size
     for name, flag, kind in _PROPERTIES:
         if not flags & flag:
             continue
@@ -110,7 +110,7 @@ def decode_frame(frame_type: int, channel: int, data: bytes, start: int, end: in
         if frame_type == constants.FRAME_METHOD and size >= _HEADER_SIZE + 5:
             if _U32.unpack_from(data, payload_at)[0] == _DELIVER:
                 return size, channel, _deliver(data, payload_at + 4, end - 1)
-        elif frame_type == constants.FRAME_HEADER and size >= _HEADER_SIZE + _CONTENT.size + 1:
+        elif frame_type == constants.FRAME_HEADER and size >= _HEADER_SIZE + CONTENT_HEADER.size + 1:
             return size, channel, _content_header(data[payload_at:end - 1])
     except (_Fallback, ValueError, IndexError, struct.error):
         pass  # malformed or unusual: pamqp decodes it, or says what is wrong
@@ -142,7 +142,7 @@ class FrameBuffer:
         data, pos = self._data, self._pos
         if len(data) - pos < _HEADER_SIZE:
             return _HEADER_SIZE - (len(data) - pos)
-        size: int = _HEADER.unpack_from(data, pos)[2]
+        size: int = FRAME_HEADER.unpack_from(data, pos)[2]
         return pos + _HEADER_SIZE + size + 1 - len(data)
 
     def next_frame(self) -> ReceivedFrame | None:
@@ -153,7 +153,7 @@ class FrameBuffer:
             raise ProtocolSyntaxError("Unexpected AMQP protocol header")
         if len(data) - pos < _HEADER_SIZE:
             return None
-        frame_type, channel, size = _HEADER.unpack_from(data, pos)
+        frame_type, channel, size = FRAME_HEADER.unpack_from(data, pos)
         end = pos + _HEADER_SIZE + size + 1
         if end > len(data):
             return None

@@ -133,7 +133,7 @@ def test_signer_matches_the_package(body: bytes, ts: int) -> None:
     expected = " ".join(
         Webhook(s).sign("evt_1", datetime.fromtimestamp(ts, tz=UTC), body.decode()) for s in (new, old))
     assert signer.signature("evt_1", ts, body) == expected
-    assert signer.signature("evt_1", ts, body) == expected  # the keyed state is not consumed
+    assert signer.signature("evt_1", ts, body) == expected  # signing again gives the same value
 
 
 def test_signer_refuses_what_the_package_refuses() -> None:
